@@ -293,6 +293,16 @@ def build_engine_args(
     return kwargs, env
 
 
+def apply_env_defaults(env: dict[str, str]) -> dict[str, str]:
+    """Set each variable the user has not set; return the ones this call set."""
+    applied = {}
+    for key, value in env.items():
+        if key not in os.environ:
+            os.environ[key] = value
+            applied[key] = value
+    return applied
+
+
 def create_engine(
     model: str = "tiny",
     device: str = "auto",
@@ -338,11 +348,7 @@ def create_engine(
         dtype=dtype,
         **overrides,
     )
-    applied = {}
-    for key, value in env.items():
-        if key not in os.environ:
-            os.environ[key] = value
-            applied[key] = value
+    applied = apply_env_defaults(env)
     quiet_vllm_logs()
     from vllm import LLM
 

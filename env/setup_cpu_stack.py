@@ -68,7 +68,12 @@ def read_config(profile: str) -> tuple[dict[str, str], list[str]]:
         fail(f"unknown profile {profile!r}; choose one of {known}")
     pins = {k: str(v) for k, v in stacks[profile].items()}
     extras = data["project"]["optional-dependencies"]
-    tools = list(extras["notebooks"]) + list(extras["dev"]) + list(data["project"]["dependencies"])
+    tools = [
+        *extras["notebooks"],
+        *extras["docs"],
+        *extras["dev"],
+        *data["project"]["dependencies"],
+    ]
     return pins, tools
 
 
