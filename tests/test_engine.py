@@ -93,8 +93,14 @@ def test_npu_env_defaults_never_override_the_user(monkeypatch):
 def test_output_to_file_captures_child_processes(tmp_path, capfd):
     log = tmp_path / "engine.log"
     with eng.output_to_file(log):
-        subprocess.run([sys.executable, "-c", "import sys; print('child out'); "
-                        "print('child err', file=sys.stderr)"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; print('child out'); print('child err', file=sys.stderr)",
+            ],
+            check=True,
+        )
     subprocess.run([sys.executable, "-c", "print('after')"], check=True)
     text = log.read_text()
     assert "child out" in text and "child err" in text
