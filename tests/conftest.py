@@ -33,3 +33,38 @@ def tiny_tokenizer(tiny_checkpoint):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(tiny_checkpoint), trust_remote_code=True)
+
+
+@pytest.fixture(scope="session")
+def executed_notebook(tmp_path_factory):
+    """Return ``get(name) -> (NotebookReport, record dict | None)`` for the cpu profile.
+
+    When ``COOKBOOK_EXECUTED_NOTEBOOKS`` names a folder where the runner has just executed
+    the notebooks (``make test`` runs ``python -m cookbook run-notebooks`` first), its
+    ``run.json`` and records are read, so each notebook runs once per CI run. Otherwise
+    the notebook is executed now, through the same runner.
+    """
+    import json
+    import os
+
+    from cookbook.runner import NotebookReport, run_notebooks
+
+    done: dict = {}
+    pre = os.environ.get("COOKBOOK_EXECUTED_NOTEBOOKS")
+    previous = {}
+    if pre and (Path(pre) / "run.json").exists():
+        run = json.loads((Path(pre) / "run.json").read_text())
+        if run.get("profile") == "cpu":
+            previous = {r["name"]: NotebookReport(**r) for r in run["reports"]}
+
+    def get(name: str):
+        if name not in done:
+            report = previous.get(name)
+            if report is None or report.status == "skipped":
+                out = tmp_path_factory.mktemp(name)
+                (report,) = run_notebooks("cpu", only=[name], out_dir=out, log=print)
+            record = json.loads(Path(report.record).read_text()) if report.record else None
+            done[name] = (report, record)
+        return done[name]
+
+    return get

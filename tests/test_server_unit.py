@@ -10,7 +10,6 @@ import base64
 import importlib.metadata
 import io
 import json
-import os
 import shlex
 import signal
 import socket
@@ -25,6 +24,7 @@ import pytest
 from PIL import Image
 
 from cookbook import server as srv
+from cookbook.engine import CPU_KV_CACHE_BYTES
 from cookbook.models import resolve_model, serve_args
 from cookbook.server import (
     ChatResult,
@@ -162,7 +162,9 @@ def test_server_object_before_start(tmp_path):
     assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
     assert server.served_model == HUB_MODEL
     assert server.image_limit == 2
-    assert server.env["VLLM_CPU_KVCACHE_SPACE"] == os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")
+    # The CPU gets the offline engine's settings: eager mode and an explicit KV-cache size.
+    kv = server.command[server.command.index("--kv-cache-memory-bytes") + 1]
+    assert kv == str(CPU_KV_CACHE_BYTES) and "--enforce-eager" in server.command
     assert server.env["FOO"] == "bar"
     assert server.command[server.command.index("--port") + 1] == str(server.port)
     assert not server.running and server.pid is None
