@@ -43,7 +43,7 @@ browser-test:     ## headless Chromium: the docs site (run make docs first) and 
 	$(RUN) python -m pytest -q -m browser tests/browser
 
 lab:              ## JupyterLab on notebooks/ with the cookbook's kernel (LAB_ARGS="--port 8899" ...)
-	$(RUN) jupyter lab --notebook-dir notebooks $(LAB_ARGS)
+	$(RUN) jupyter lab --notebook-dir notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache

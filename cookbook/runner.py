@@ -147,7 +147,6 @@ def run_notebooks(
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
     )
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     kind = profiles[profile].get("checks", "structure")
     expected_words = manifest.get("expected_words", {})
     reports = []

@@ -17,9 +17,10 @@ At the start of every build (``builder-inited``) it writes, into the docs source
 Environment variables:
     COOKBOOK_DOCS_EXECUTED_DIR: where the executed notebooks are (default
         ``build/notebooks`` in the repository).
-    COOKBOOK_DOCS_REQUIRE_EXECUTED: ``1`` makes the build fail when a notebook page would
-        show a notebook that was not executed (missing, incomplete or out-of-date copy) or
-        whose run failed. Notebooks the manifest skips on the CPU are exempt.
+    COOKBOOK_DOCS_REQUIRE_EXECUTED: ``1`` makes the build fail (exit status 1) when a
+        notebook page would show a notebook that was not executed (missing, incomplete or
+        out-of-date copy) or whose run failed. Notebooks the manifest skips on the CPU are
+        exempt.
 
 After the build, ``_cookbook/notebook_pages.json`` in the HTML output lists each notebook
 page, its status and what it must show; the browser tests read it.
@@ -39,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from sphinx.application import Sphinx
-from sphinx.errors import ExtensionError
 from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
@@ -325,9 +325,9 @@ def labelled_copy(plan: dict[str, Any]) -> dict[str, Any]:
 def write_notebook_pages(app: Sphinx) -> list[dict[str, Any]]:
     """Write ``notebooks/`` (one page per manifest notebook and an index); return the plans.
 
-    Raises:
-        ExtensionError: ``COOKBOOK_DOCS_REQUIRE_EXECUTED=1`` and a page would show a
-            notebook that was not executed, or whose run failed.
+    With ``COOKBOOK_DOCS_REQUIRE_EXECUTED=1``, a page that would show a notebook that was
+    not executed, or whose run failed, is logged as an error and the build fails (exit
+    status 1), after writing every page.
     """
     import nbformat
 
@@ -361,11 +361,12 @@ def write_notebook_pages(app: Sphinx) -> list[dict[str, Any]]:
     bad = [p for p in plans if p["status"] in ("not-executed", "failed")]
     if bad and truthy("COOKBOOK_DOCS_REQUIRE_EXECUTED"):
         lines = "\n".join(f"  {p['name']}: {p['status']}: {p['reason']}" for p in bad)
-        raise ExtensionError(
+        logger.error(
             "COOKBOOK_DOCS_REQUIRE_EXECUTED=1 and these notebook pages would not show the "
             f"outputs of a successful run:\n{lines}\nRun `make notebooks` (executed copies "
             f"go to {_show(executed_dir)}), then `make docs` again."
         )
+        app.statuscode = 1  # fails the build even without -W
     return plans
 
 
@@ -413,33 +414,26 @@ as each page shows at its end.
 # Support matrix
 # --------------------------------------------------------------------------------------
 
-MATRIX_COLUMNS = (
-    "Model (key)",
-    "Hub id",
-    "LLM",
-    "Vision encoder",
-    "LLM family",
-    "max_model_len",
-    "dtype",
-    "Images per prompt (limit_mm_per_prompt)",
-    "max_dynamic_patch",
-    "Most image tokens per image",
-    "Video input",
-    "Parameters",
-    "Memory estimate",
-)
+
+def md_escape(text: str) -> str:
+    """Return ``text`` with markdown's special characters escaped (``</s>`` stays text)."""
+    return re.sub(r"([\\`*_{}\[\]<>#|~$!])", r"\\\1", text)
 
 
-def support_matrix_rows() -> list[list[str]]:
-    """Return the support matrix as table rows (strings), one per ``SUPPORT_MATRIX`` entry."""
+def support_matrix_table() -> list[list[str]]:
+    """Return the support matrix as a table of markdown strings, one column per model.
+
+    Row 0 is the header (``""`` then the ``SUPPORT_MATRIX`` keys, in order); each other
+    row is one property (its name first). Models as columns keep the table narrow.
+    """
     from cookbook.models import SUPPORT_MATRIX, memory_estimate_gib
     from cookbook.tiling import tokens_per_tile
 
-    rows = []
+    columns = []
     for key, spec in SUPPORT_MATRIX.items():
         if spec.is_tiny:
             # The tiny checkpoint's tile size lives in its config.json (built at run time).
-            tokens = "from its config.json"
+            tokens = "set by its config.json"
         else:
             per_tile = tokens_per_tile()
             tiles = spec.max_dynamic_patch + 1  # the grid plus the thumbnail
@@ -448,44 +442,43 @@ def support_matrix_rows() -> list[list[str]]:
             mem = memory_estimate_gib(spec)
             memory = (
                 f"{mem['total_gib']:.1f} GiB ({mem['weights_gib']:.1f} weights + "
-                f"{mem['kv_cache_gib']:.1f} KV cache at {spec.max_model_len} tokens, bf16)"
+                f"{mem['kv_cache_gib']:.1f} KV cache)"
             )
         except ValueError:
             memory = "n/a"
-        rows.append(
-            [
-                key,
-                spec.hub_id or "(built locally)",
-                spec.llm,
-                spec.vision,
-                spec.llm_family,
-                str(spec.max_model_len),
-                spec.dtype,
-                str(spec.limit_images),
-                str(spec.max_dynamic_patch),
-                tokens,
-                "yes" if spec.supports_video else "no",
-                f"{spec.params_b:g} B" if spec.params_b else "n/a",
-                memory,
-            ]
+        columns.append(
+            {
+                "": f"**{md_escape(key)}**",
+                "Hub id": md_escape(spec.hub_id or "(built locally)"),
+                "LLM": md_escape(spec.llm),
+                "Vision encoder": md_escape(spec.vision),
+                "LLM family (`llm_family`)": f"`{spec.llm_family}`",
+                "Parameters": f"{spec.params_b:g} B" if spec.params_b else "n/a",
+                "`max_model_len`": str(spec.max_model_len),
+                "`dtype`": f"`{spec.dtype}`",
+                "Images per prompt (`limit_mm_per_prompt`)": str(spec.limit_images),
+                "`max_dynamic_patch`": str(spec.max_dynamic_patch),
+                "Most image tokens per image": tokens,
+                "Video input": "yes" if spec.supports_video else "no",
+                "Memory estimate": memory,
+            }
         )
-    return rows
+    names = list(columns[0])
+    return [[name] + [col[name] for col in columns] for name in names]
 
 
 def write_support_matrix(app: Sphinx) -> None:
-    """Write ``_generated/support_matrix.csv`` and the per-model notes fragment."""
+    """Write the support matrix (CSV) and the per-model notes into ``_generated/``."""
     from cookbook.models import SUPPORT_MATRIX
 
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(MATRIX_COLUMNS)
-    writer.writerows(support_matrix_rows())
+    csv.writer(buf, lineterminator="\n").writerows(support_matrix_table())
     gen = Path(app.srcdir) / "_generated"
     write_if_changed(gen / "support_matrix.csv", buf.getvalue())
-
-    notes = []
-    for key, spec in SUPPORT_MATRIX.items():
-        notes.append(f"`{key}`\n: {spec.notes}\n\n  *Source:* {spec.source}\n")
+    notes = [
+        f"`{key}`\n: {md_escape(spec.notes)}\n\n  *Source:* {md_escape(spec.source)}\n"
+        for key, spec in SUPPORT_MATRIX.items()
+    ]
     write_if_changed(gen / "support_matrix_notes.md", "\n".join(notes))
 
 
@@ -543,9 +536,12 @@ def generate(app: Sphinx) -> None:
         sys.path.insert(0, str(REPO))
     from troubleshooting import write_troubleshooting
 
+    gen = Path(app.srcdir) / "_generated"
     write_support_matrix(app)
     write_api_pages(app)
-    write_troubleshooting(Path(app.srcdir) / "_generated" / "troubleshooting.md")
+    write_troubleshooting(gen / "troubleshooting.md")
+    names = ("support_matrix.csv", "support_matrix_notes.md", "troubleshooting.md")
+    remove_others(gen, {gen / name for name in names})
     app.cookbook_notebook_plans = [  # type: ignore[attr-defined]
         {k: v for k, v in p.items() if k != "nb"} for p in write_notebook_pages(app)
     ]

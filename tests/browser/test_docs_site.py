@@ -166,9 +166,7 @@ def test_every_internal_link_resolves(docs_site, browser_context):
     page.close()
 
     # Browsers ask for /favicon.ico by themselves; no page links to it.
-    not_found = sorted(
-        {p for p, code in docs_site.statuses if code >= 400 and p != "/favicon.ico"}
-    )
+    not_found = sorted({p for p, code in docs_site.statuses if code >= 400 and p != "/favicon.ico"})
     assert len(seen_pages) >= 5, f"the crawl found only {sorted(seen_pages)}"
     assert not broken, "\n".join(broken)
     assert not not_found, f"the server answered 4xx/5xx for {not_found}"
