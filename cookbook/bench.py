@@ -302,7 +302,7 @@ class BenchConfig:
     only: tuple[str, ...] = BENCHMARKS
     quick: bool = False
     reps: int = 5
-    overhead_reps: int = 9
+    overhead_reps: int = 12
     max_tokens: int = 64
     min_tokens: int | None = None
     temperature: float = 0.0
@@ -324,7 +324,7 @@ class BenchConfig:
         """Return the full (default) or the quick configuration, with ``changes`` applied.
 
         The quick one (``python -m cookbook bench --quick``) takes a few minutes on a
-        2-core machine with the tiny model: 3 rounds (7 for the overhead), batches of
+        2-core machine with the tiny model: 3 rounds (9 for the overhead), batches of
         1, 4 and 8, 2 requests per client, 32-token answers, 64 decode tokens.
         """
         base = cls()
@@ -333,7 +333,7 @@ class BenchConfig:
                 base,
                 quick=True,
                 reps=3,
-                overhead_reps=7,
+                overhead_reps=9,
                 overhead_batch=4,
                 batch_sizes=(1, 4, 8),
                 requests_per_client=2,
@@ -755,7 +755,9 @@ def bench_overhead(engine: Any, cfg: BenchConfig) -> dict[str, Any]:
     gets the prompt the recipe builds (made once, before timing), the same PIL images
     and a ``SamplingParams`` with the same values (`recipes.sampling_params`). The
     recipe's own time is its wall time minus the ``generate`` time it recorded in
-    ``GenerationResult.seconds``.
+    ``GenerationResult.seconds``. A third side repeats the direct call (an A/A
+    comparison): its ratio to the direct call is the noise floor of the machine, against
+    which the recipe's ratio can be read.
 
     Returns:
         ``{"single": {...}, "batch": {...}, "breakdown": {...}, "sample_results": [...]}``.
@@ -766,7 +768,8 @@ def bench_overhead(engine: Any, cfg: BenchConfig) -> dict[str, Any]:
         time over the ``generate`` time inside the same call: its own cost, free of
         run-to-run noise), ``generate_ratio`` (the recipe's ``generate`` time over the
         direct call: whether the recipe's inputs make ``generate`` itself slower),
-        ``own_share`` (median share of the recipe's own time in its wall time) and
+        ``noise_ratio`` (the repeated direct call over the direct call: what noise alone
+        gives), ``own_share`` (median share of the recipe's own time in its wall time) and
         ``same_work`` (both sides got the same prompt and output token counts).
         ``breakdown`` is `prepare_breakdown`; ``sample_results`` the results of the last
         batched recipe call, as dicts.
@@ -809,8 +812,10 @@ def bench_overhead(engine: Any, cfg: BenchConfig) -> dict[str, Any]:
                 "tokens": [(len(o.prompt_token_ids), len(o.outputs[0].token_ids)) for o in outs],
             }
 
-        runs = interleave(cfg.overhead_reps, {"cookbook": cookbook, "direct": direct})
-        cb, dr = runs["cookbook"], runs["direct"]
+        runs = interleave(
+            cfg.overhead_reps, {"cookbook": cookbook, "direct": direct, "direct_again": direct}
+        )
+        cb, dr, again = runs["cookbook"], runs["direct"], runs["direct_again"]
         own = [c["seconds"] - c["generate"] for c in cb]
         out[mode] = {
             "requests": n,
@@ -825,6 +830,7 @@ def bench_overhead(engine: Any, cfg: BenchConfig) -> dict[str, Any]:
             "generate_ratio": ratio_summary(
                 [c["generate"] for c in cb], [d["seconds"] for d in dr]
             ),
+            "noise_ratio": ratio_summary([a["seconds"] for a in again], [d["seconds"] for d in dr]),
             "own_share": median([o / c["seconds"] for o, c in zip(own, cb, strict=True)]),
             "same_work": all(c["tokens"] == d["tokens"] for c, d in zip(cb, dr, strict=True)),
         }
@@ -1508,6 +1514,7 @@ def finish_report(report: dict[str, Any]) -> dict[str, Any]:
     Ratio names: ``overhead.single``, ``overhead.batch`` (cookbook over direct wall time;
     the target is at most 1.03), ``overhead.single.same_call`` and
     ``overhead.batch.same_call`` (recipe wall time over the generate time inside it),
+    ``overhead.single.noise`` and ``overhead.batch.noise`` (the A/A control),
     ``batching.speedup.N`` (sequential over batched time),
     ``concurrency.throughput.K`` (requests/s with K clients over one), ``payload.bytes``
     and ``payload.build`` (full PNG over grid-preserving PNG). Each is ``{"value", "low",
@@ -1528,6 +1535,11 @@ def finish_report(report: dict[str, Any]) -> dict[str, Any]:
                     over[mode]["same_call_ratio"],
                     f"recipe wall time / its own generate time, same call, {n} request(s)",
                 )
+                if "noise_ratio" in over[mode]:
+                    ratios[f"overhead.{mode}.noise"] = _ratio_entry(
+                        over[mode]["noise_ratio"],
+                        f"direct / direct again, {n} request(s): the A/A noise floor",
+                    )
     for size in (report.get("batching") or {}).get("sizes", []):
         ratios[f"batching.speedup.{size['n']}"] = _ratio_entry(
             size["speedup"], f"{size['n']} ask_image calls in a row / one ask_batch of {size['n']}"
@@ -1596,7 +1608,9 @@ def check_report(report: Mapping[str, Any]) -> list[str]:
     ratios = report["ratios"]
     expected = []
     if "overhead" in only:
-        expected += [f"overhead.{m}{s}" for m in ("single", "batch") for s in ("", ".same_call")]
+        expected += [
+            f"overhead.{m}{s}" for m in ("single", "batch") for s in ("", ".same_call", ".noise")
+        ]
     if "batching" in only:
         sizes = report["parameters"].get("batch_sizes") or []
         expected += [f"batching.speedup.{n}" for n in sizes]
@@ -1712,6 +1726,7 @@ def plot_latency_distribution(report: Mapping[str, Any], ax: Any = None) -> Any:
     else:
         fig = ax.figure
     ax.boxplot(data, showmeans=True)
+    ax.set_ylim(bottom=0)
     ax.set_xticks(range(1, len(labels) + 1), labels)
     ax.set_ylabel("seconds per request")
     ax.set_title("Request latency")
@@ -1745,6 +1760,7 @@ def plot_throughput(report: Mapping[str, Any]) -> Any:
         ax.set_ylabel("requests/s")
         ax.set_title("Engine: batching")
         ax.set_xticks(ns)
+        ax.set_ylim(bottom=0)
         ax.legend()
         ax.grid(alpha=0.3)
         col += 1
@@ -1755,10 +1771,12 @@ def plot_throughput(report: Mapping[str, Any]) -> Any:
         ax.set_xlabel("concurrent clients K")
         ax.set_ylabel("requests/s")
         ax.set_xticks(ks)
+        ax.set_ylim(bottom=0)
         ax.set_title("Server: concurrency")
         ax2 = ax.twinx()
         ax2.plot(ks, [lv["output_tokens_per_s"] for lv in levels], "s--", color="tab:orange")
         ax2.set_ylabel("output tokens/s", color="tab:orange")
+        ax2.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -1914,7 +1932,7 @@ def config_from_args(args: Any) -> BenchConfig:
     }
     if args.reps is not None:
         changes["reps"] = args.reps
-        changes["overhead_reps"] = max(args.reps, 2 * args.reps - 1)
+        changes["overhead_reps"] = 3 * args.reps
     if args.max_tokens is not None:
         changes["max_tokens"] = args.max_tokens
     if args.batch_sizes:

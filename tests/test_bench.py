@@ -408,6 +408,7 @@ def fake_report(only=("overhead", "batching", "payload", "concurrency", "startup
             "ratio": pair,
             "same_call_ratio": {**pair, "value": 1.003},
             "generate_ratio": pair,
+            "noise_ratio": {**pair, "value": 0.99},
             "own_share": 0.0025,
             "same_work": True,
         }
@@ -477,6 +478,7 @@ def test_a_complete_report_passes_and_is_json():
         "overhead.single",
         "overhead.batch",
         "overhead.single.same_call",
+        "overhead.batch.noise",
         "batching.speedup.8",
         "concurrency.throughput.4",
         "payload.bytes",
@@ -578,6 +580,7 @@ def test_quick_overhead_and_batching_on_the_tiny_engine(tmp_path):
     assert report["parameters"]["only"] == ["overhead", "batching"]
     assert "concurrency" not in report and report["server"] is None
     names = {"overhead.single", "overhead.batch", "overhead.single.same_call"}
+    names |= {"overhead.single.noise", "overhead.batch.noise"}
     names |= {f"batching.speedup.{n}" for n in report["parameters"]["batch_sizes"]}
     assert names <= set(report["ratios"])
     for entry in report["ratios"].values():

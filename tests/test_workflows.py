@@ -216,7 +216,7 @@ def test_cpu_test_jobs_build_the_stack_then_make_test(cpu, job_name):
     assert "hashFiles('pyproject.toml', 'env/setup_cpu_stack.py')" in cache["with"]["key"]
     (upload,) = uses(job, "actions/upload-artifact")
     assert upload["if"] == "always()"
-    assert upload["with"]["path"] == "build/notebooks/**"
+    assert upload["with"]["path"].split() == ["build/notebooks/**", "build/screenshots/**"]
 
 
 def test_cpu_paired_job_must_pass_and_latest_may_fail(cpu):

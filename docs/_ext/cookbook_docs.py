@@ -242,6 +242,7 @@ def plan_notebook(
         params=dict(pm.get("parameters", {})),
         end_time=str(pm.get("end_time", ""))[:19].replace("T", " "),
         duration=pm.get("duration"),
+        profile=(report or {}).get("profile") or "cpu",
     )
     if failed and not plan["reason"]:
         plan["reason"] = "a cell raised an exception (see the error output below)"
@@ -266,11 +267,15 @@ def note_markdown(plan: dict[str, Any]) -> str:
     if status == "executed":
         when = f" on {plan['end_time']} UTC" if plan.get("end_time") else ""
         took = f" in {plan['duration']:.0f} s" if plan.get("duration") else ""
+        if plan["params"].get("model") == "tiny":
+            head = "The outputs below come from a CPU run with random weights."
+        else:
+            head = "The outputs below come from a run with a real model."
         return (
             "```{note}\n"
-            f"**The outputs below come from a CPU run with random weights.** They are those "
+            f"**{head}** They are those "
             f"of the latest run of this notebook by the cookbook's runner "
-            f"(`python -m cookbook run-notebooks --profile cpu`){when}{took}: "
+            f"(`python -m cookbook run-notebooks --profile {plan['profile']}`){when}{took}: "
             f"{describe_run(plan['params'])}. Parameters injected by papermill: "
             f"{format_params(plan['params'])}.\n"
             "```\n"
