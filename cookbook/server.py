@@ -852,19 +852,18 @@ class ServerClient:
             max_tokens: Most tokens to generate.
 
         Returns:
-            A shell command across several lines; its ``-d`` argument is the JSON body.
+            A shell command across several lines (`cookbook.display.curl_command`); its
+            ``-d`` argument is the JSON body. With an API key it sends
+            ``Authorization: Bearer $VLLM_API_KEY``, so the key itself is never shown.
 
         """
+        from cookbook.display import curl_command
+
         images = [] if image_url is None else [image_url]
-        body = json.dumps(self.request_body(question, images, max_tokens=max_tokens), indent=4)
-        lines = [
-            f"curl {self.base_url}/chat/completions",
-            '    -H "Content-Type: application/json"',
-        ]
-        if self.api_key and self.api_key != "EMPTY":
-            lines.append(f"    -H {shlex.quote('Authorization: Bearer ' + self.api_key)}")
-        lines.append(f"    -d {shlex.quote(body)}")
-        return " \\\n".join(lines)
+        body = self.request_body(question, images, max_tokens=max_tokens)
+        # The key is never printed: the command reads it from $VLLM_API_KEY when run.
+        auth = "VLLM_API_KEY" if self.api_key and self.api_key != "EMPTY" else None
+        return curl_command(f"{self.base_url}/chat/completions", body, auth_env=auth)
 
     # ----------------------------------------------------------------- context
 
