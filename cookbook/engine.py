@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,6 +165,45 @@ def device_settings(device: str, spec: ModelSpec) -> tuple[dict[str, Any], dict[
     raise ValueError(f"unknown device {device!r}; expected one of {DEVICES}")
 
 
+#: Items per modality vLLM allows in one prompt when ``limit_mm_per_prompt`` does not name
+#: the modality (``MultiModalConfig.get_limit_per_prompt`` and ``BaseDummyOptions.count``
+#: in vllm/config/multimodal.py, vLLM 0.23.0).
+VLLM_DEFAULT_MM_LIMIT = 999
+
+
+def limit_images_of(limit_mm_per_prompt: Mapping[str, Any] | None) -> int:
+    """Return the image limit a ``limit_mm_per_prompt`` value gives vLLM.
+
+    Args:
+        limit_mm_per_prompt: ``None``, ``{"image": N}`` or vLLM's dict form
+            ``{"image": {"count": N, "width": ..., "height": ...}}`` (other modalities
+            are ignored).
+
+    Returns:
+        ``N``, or `VLLM_DEFAULT_MM_LIMIT` when there is no image entry (or no count in it).
+
+    Raises:
+        TypeError: the value or its image entry has another shape.
+    """
+    if limit_mm_per_prompt is None:
+        return VLLM_DEFAULT_MM_LIMIT
+    if not isinstance(limit_mm_per_prompt, Mapping):
+        raise TypeError(
+            f"limit_mm_per_prompt must be a dict such as {{'image': 4}}, got "
+            f"{limit_mm_per_prompt!r}"
+        )
+    entry = limit_mm_per_prompt.get("image")
+    if isinstance(entry, Mapping):
+        entry = entry.get("count")
+    if entry is None:
+        return VLLM_DEFAULT_MM_LIMIT
+    if isinstance(entry, bool) or not isinstance(entry, int):
+        raise TypeError(
+            f"limit_mm_per_prompt['image'] must be an int or {{'count': int}}, got {entry!r}"
+        )
+    return entry
+
+
 #: Tokens vLLM's InternVL processor puts in the prompt for each image: ``<img>``, one
 #: ``<IMG_CONTEXT>`` per image token, ``</img>`` (vllm/model_executor/models/internvl.py).
 IMAGE_TOKENS = ("<img>", "<IMG_CONTEXT>", "</img>")
@@ -216,9 +255,12 @@ class Engine:
 
     @property
     def limit_images(self) -> int:
-        """Return the most images one prompt may carry (``limit_mm_per_prompt["image"]``)."""
-        limit = self.engine_args.get("limit_mm_per_prompt") or {}
-        return int(limit.get("image", 1))
+        """Return the most images one prompt may carry (``limit_mm_per_prompt["image"]``).
+
+        Reads both of vLLM's forms, ``{"image": N}`` and ``{"image": {"count": N, ...}}``;
+        without an image entry vLLM's default applies (`VLLM_DEFAULT_MM_LIMIT`).
+        """
+        return limit_images_of(self.engine_args.get("limit_mm_per_prompt"))
 
     def summary(self) -> dict[str, Any]:
         """Return a JSON-ready description of the engine for results records."""
@@ -263,21 +305,38 @@ def build_engine_args(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Return ``(vllm.LLM kwargs, environment defaults)`` for a model on a device.
 
-    The model's recommended settings (`cookbook.models.engine_args`) come first, then the
-    device's (`device_settings`), then the caller's. ``None`` keeps the recommendation.
+    Every setting goes through `cookbook.models.engine_args`, so the caller's
+    ``limit_mm_per_prompt``, ``mm_processor_kwargs`` and ``hf_overrides`` are *merged*
+    with the recommended ones (``limit_mm_per_prompt={"video": 1}`` keeps the image
+    limit) and tiling settings of video-capable models (InternVL3) are moved to
+    ``hf_overrides``, where vLLM 0.23 accepts them. The device's settings
+    (`device_settings`) fill in what the caller did not give; a caller's value, ``None``
+    included (vLLM's default), beats them.
+
+    Args:
+        spec: the model's spec.
+        device: one of ``DEVICES``.
+        max_model_len: context length in tokens; ``None`` keeps the recommendation.
+        limit_images: ``limit_mm_per_prompt["image"]``; ``None`` keeps the recommendation.
+        max_dynamic_patch: tiles per image before the thumbnail; ``None`` keeps it.
+        dtype: vLLM dtype name; ``None`` keeps the recommendation.
+        **overrides: any other ``vllm.LLM`` keyword argument, as `engine_args` takes it.
 
     Raises:
-        ValueError: a size is not a positive integer.
+        ValueError: a size is not a positive integer, or `engine_args` refuses a value.
+        TypeError: a dict setting (``limit_mm_per_prompt``, ...) is not a dict.
     """
     for name, value in (
         ("max_model_len", max_model_len),
         ("limit_images", limit_images),
         ("max_dynamic_patch", max_dynamic_patch),
     ):
-        if value is not None and (not isinstance(value, int) or value < 1):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
     dev_kwargs, env = device_settings(device, spec)
-    chosen: dict[str, Any] = {}
+    chosen: dict[str, Any] = dict(overrides)
     if max_model_len is not None:
         chosen["max_model_len"] = max_model_len
     if limit_images is not None:
@@ -288,8 +347,8 @@ def build_engine_args(
         chosen["dtype"] = dtype
     kwargs = engine_args(spec, **chosen)
     for key, value in dev_kwargs.items():
-        kwargs.setdefault(key, value)
-    kwargs.update(overrides)
+        if key not in overrides:
+            kwargs.setdefault(key, value)
     return kwargs, env
 
 
@@ -324,11 +383,15 @@ def create_engine(
             for the 8B models, from the vllm-ascend support matrix).
         limit_images: ``limit_mm_per_prompt["image"]``, the most images a prompt may carry.
         max_dynamic_patch: most tiles per image before the thumbnail (InternVL default 12);
-            passed as ``mm_processor_kwargs``.
+            passed as ``mm_processor_kwargs``, or as ``hf_overrides`` for video-capable
+            models (`cookbook.models.engine_args`).
         dtype: ``"bfloat16"``, ``"float16"``, ``"float32"`` or ``None`` for the recommendation.
         log_path: file that receives what vLLM's engine processes print (default: a new
             file from `default_log_path`); ``""`` leaves their output where it is.
-        **overrides: any other ``vllm.LLM`` keyword argument, applied last.
+        **overrides: any other ``vllm.LLM`` keyword argument, through
+            `cookbook.models.engine_args`: ``limit_mm_per_prompt``, ``mm_processor_kwargs``
+            and ``hf_overrides`` are merged with the recommended dicts, other keys replace
+            the recommended and device settings (`build_engine_args`).
 
     Returns:
         An `Engine`; its ``startup_seconds`` is the wall time of ``vllm.LLM(...)``.

@@ -17,6 +17,7 @@ import os
 import re
 import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ _DATA_URL_RE = re.compile(
     r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<payload>.*)$", re.DOTALL | re.IGNORECASE
 )
 _BASE64_RE = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
+_URLSAFE_TO_STD = str.maketrans("-_", "+/")
 _DATA_URL_HINT = (
     "make a data URL by adding the prefix, e.g. 'data:image/png;base64,' + text "
     "(the MIME type must match the bytes), or pass the image to to_data_url(), "
@@ -163,28 +165,85 @@ def _is_data_url(s: str) -> bool:
 
 
 def _short(s: str, limit: int = 80) -> str:
-    """Return ``s`` cut to ``limit`` characters for error messages (data URLs are long)."""
-    return s if len(s) <= limit else f"{s[: limit - 3]}... ({len(s)} chars)"
+    """Return ``s`` cut to about ``limit`` characters for error messages.
+
+    Inputs can be huge (a data URL or base64 text of a photo is hundreds of kilobytes), and
+    an error message ends up in logs and results records, so no message quotes more than
+    this. The start and the end are kept (the end of a path is its file name), and the
+    full length is given.
+    """
+    cut = _cut(s, limit)
+    return cut if cut == s else f"{cut} ({len(s)} chars)"
 
 
-def _looks_like_base64(s: str) -> bool:
-    """Return True when a string that is not a file is probably bare base64 image data."""
-    text = "".join(s.split())
-    if len(text) < 16 or not _BASE64_RE.match(text) or "." in text:
-        return False
+def _quoted(s: str, limit: int = 80) -> str:
+    """Return ``repr(s)`` of ``s`` cut as by :func:`_short`, the length after the quotes."""
+    cut = _cut(s, limit)
+    return repr(cut) if cut == s else f"{cut!r} ({len(s)} chars)"
+
+
+def _cut(s: str, limit: int) -> str:
+    if len(s) <= limit:
+        return s
+    tail = max(limit // 4, 8)
+    return f"{s[: limit - tail - 3]}...{s[-tail:]}"
+
+
+def _exists(path: Path) -> bool:
+    """Return ``path.exists()``, False where the name cannot be a file (too long, ...)."""
     try:
-        head = base64.b64decode(text[:64] + "=" * (-len(text[:64]) % 4), validate=False)
+        return path.exists()
+    except (OSError, ValueError):  # ENAMETOOLONG for long strings, e.g. base64 text
+        return False
+
+
+# First bytes of the image formats whose base64 text people paste: PNG, JPEG, GIF, WEBP
+# (RIFF), BMP, TIFF (both byte orders), ICO.
+_IMAGE_SIGNATURES = (
+    b"\x89PNG",
+    b"\xff\xd8\xff",
+    b"GIF8",
+    b"RIFF",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"\x00\x00\x01\x00",
+)
+_LONG = 120  # paths and URLs: quoted up to this many characters, the file name kept
+_BARE_BASE64_MIN_CHARS = 64  # a 1x1 PNG is 67 bytes, 92 base64 characters
+
+
+def _base64_kind(s: str) -> str | None:
+    """Return how a string that is no file looks like bare base64 image data, or None.
+
+    ``"image"`` when its first bytes decode to a known image signature; ``"text"`` when it
+    is long base64-alphabet text of an unknown format. A string with a path separator and
+    no image signature, or a short one, is taken for a path (None).
+    """
+    text = "".join(s.split())
+    if len(text) < 16 or not _BASE64_RE.match(text):
+        return None
+    head64 = text[:64].translate(_URLSAFE_TO_STD).rstrip("=")
+    head64 = head64[: len(head64) // 4 * 4]
+    try:
+        head = base64.b64decode(head64, validate=True)
     except (binascii.Error, ValueError):
-        return len(text) >= 64
-    signatures = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
-    return head.startswith(signatures) or len(text) >= 64
+        head = b""
+    if head.startswith(_IMAGE_SIGNATURES):
+        return "image"
+    if "/" in text or "\\" in text or os.sep in text or len(text) < _BARE_BASE64_MIN_CHARS:
+        return None
+    return "text"
 
 
-def _bare_base64_error(s: str) -> ValueError:
+def _bare_base64_error(s: str, kind: str = "image") -> ValueError:
+    also = (
+        "" if kind == "image" else " (if it is meant as a file path: no such file, check the name)"
+    )
     return ValueError(
         f"got a string that is not an existing file, an http(s)/file:// URL or a data URL; "
         f"it looks like bare base64 text ({_short(s, 40)}), which is not accepted because "
-        f"it does not say its image format: {_DATA_URL_HINT}."
+        f"it does not say its image format: {_DATA_URL_HINT}{also}."
     )
 
 
@@ -193,18 +252,22 @@ def _file_url_to_path(url: str) -> Path:
     parsed = urllib.parse.urlparse(url.strip())
     if parsed.netloc not in ("", "localhost"):
         raise ValueError(
-            f"file URL {url!r} names the host {parsed.netloc!r}; a file URL needs an absolute "
-            f"path and three slashes, e.g. {Path('/tmp/cat.png').as_uri()!r} "
-            f"(pathlib.Path(p).resolve().as_uri() builds one)."
+            f"file URL {_quoted(url.strip(), _LONG)} names the host {_quoted(parsed.netloc)}; "
+            "a file URL needs an absolute path and three slashes, e.g. "
+            f"{Path('/tmp/cat.png').as_uri()!r} (pathlib.Path(p).resolve().as_uri() builds one)."
         )
     return Path(urllib.request.url2pathname(urllib.parse.unquote(parsed.path)))
 
 
+def _quote_path(path: Path | str) -> str:
+    return _quoted(str(path), _LONG)
+
+
 def _read_file(path: Path) -> bytes:
-    if not path.exists():
-        raise FileNotFoundError(f"image file not found: {str(path)!r}")
+    if not _exists(path):
+        raise FileNotFoundError(f"image file not found: {_quote_path(path)}")
     if path.is_dir():
-        raise IsADirectoryError(f"expected an image file but {str(path)!r} is a directory")
+        raise IsADirectoryError(f"expected an image file but {_quote_path(path)} is a directory")
     return path.read_bytes()
 
 
@@ -212,25 +275,26 @@ def _fetch_url(url: str, timeout: float) -> bytes:
     """Return the body of an http(s) URL; ImageFetchError naming the URL and the reason."""
     import httpx
 
+    shown = _short(url, _LONG)
     try:
         response = httpx.get(url, timeout=timeout, follow_redirects=True)
     except httpx.TimeoutException as exc:
         raise ImageFetchError(
-            f"could not fetch image {url}: no answer within {timeout} s ({type(exc).__name__}). "
+            f"could not fetch image {shown}: no answer within {timeout} s ({type(exc).__name__}). "
             "Raise `timeout`, check the network, or use a local file or sample_image().",
             url=url,
         ) from exc
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        reason = str(exc) or type(exc).__name__
+        reason = _short(str(exc) or type(exc).__name__, _LONG)
         raise ImageFetchError(
-            f"could not fetch image {url}: {type(exc).__name__}: {reason}. The host may be "
+            f"could not fetch image {shown}: {type(exc).__name__}: {reason}. The host may be "
             "unreachable or this machine offline; use a local file, a data URL or "
             "sample_image() (offline photos) instead.",
             url=url,
         ) from exc
     if response.status_code >= 400:
         raise ImageFetchError(
-            f"could not fetch image {url}: HTTP {response.status_code} {response.reason_phrase}.",
+            f"could not fetch image {shown}: HTTP {response.status_code} {response.reason_phrase}.",
             url=url,
             status_code=response.status_code,
         )
@@ -242,15 +306,36 @@ def _decode(data: bytes, source: str) -> Image.Image:
     if not data:
         raise ValueError(f"cannot read an image from {source}: it is empty (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
+        # Pillow warns above Image.MAX_IMAGE_PIXELS and raises above twice that; both
+        # become the same ValueError here, before the pixels are decoded.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _too_many_pixels(source, len(data), exc) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ValueError(
             f"cannot read an image from {source} ({len(data)} bytes): "
-            f"{type(exc).__name__}: {exc}. Supported are the formats Pillow decodes "
-            "(PNG, JPEG, WEBP, GIF, BMP, TIFF, ...)."
+            f"{type(exc).__name__}: {_short(str(exc), _LONG)}. Supported are the formats "
+            "Pillow decodes (PNG, JPEG, WEBP, GIF, BMP, TIFF, ...)."
         ) from exc
     return img
+
+
+def _too_many_pixels(source: str, nbytes: int, exc: Exception) -> ValueError:
+    """Return the ValueError for an image above Pillow's decompression-bomb limit."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = f"{int(found[1]):,} pixels" if found else "more pixels"
+    limit = Image.MAX_IMAGE_PIXELS
+    return ValueError(
+        f"cannot read an image from {source} ({nbytes} bytes): it has {pixels}, more than "
+        f"Pillow's decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS = {limit:,} "
+        f"({type(exc).__name__}). Downscale the image before passing it in (InternVL sees "
+        "at most max_dynamic_patch tiles of 448x448 pixels, so about 4000 pixels on the "
+        "long side are plenty), or, only for files you trust, raise the limit knowingly: "
+        "PIL.Image.MAX_IMAGE_PIXELS = <pixels> (None turns the check off)."
+    )
 
 
 def _read_source(src: Any, timeout: float) -> tuple[bytes, str]:
@@ -270,58 +355,75 @@ def _read_source(src: Any, timeout: float) -> tuple[bytes, str]:
         mime, data = _parse_data_url(src)
         return data, f"data URL ({mime})"
     if _is_http_url(src):
-        return _fetch_url(src.strip(), timeout), f"URL {src.strip()}"
+        return _fetch_url(src.strip(), timeout), f"URL {_short(src.strip(), _LONG)}"
     if _is_file_url(src):
         path = _file_url_to_path(src)
-        return _read_file(path), f"file {str(path)!r} (from {src.strip()})"
+        return _read_file(path), f"file {_quote_path(path)} (from {_short(src.strip(), _LONG)})"
     path = Path(os.path.expanduser(src))
-    if path.exists():
-        return _read_file(path), f"file {str(path)!r}"
+    if _exists(path):
+        return _read_file(path), f"file {_quote_path(path)}"
     if src in SAMPLE_IMAGES:
         return _read_file(sample_image_path(src)), f"sample image {src!r}"
     if src in ONLINE_SAMPLE_IMAGES:
         buffer = io.BytesIO()
         sample_image(src).save(buffer, format="PNG")
         return buffer.getvalue(), f"sample image {src!r}"
-    if _looks_like_base64(src):
-        raise _bare_base64_error(src)
+    kind = _base64_kind(src)
+    if kind is not None:
+        raise _bare_base64_error(src, kind)
     scheme = urllib.parse.urlparse(src).scheme
     if len(scheme) > 1 and "://" in src:
         raise ValueError(
-            f"unsupported URL scheme {scheme!r} in {_short(src)!r}: use an http(s) URL, a "
-            "file:// URL, a data URL or a local path"
+            f"unsupported URL scheme {_quoted(scheme, 20)} in {_quoted(src)}: use an http(s) "
+            "URL, a file:// URL, a data URL or a local path"
         )
     hint = "" if os.sep in src or "." in src else f" (nor a sample name: {_sample_names()})"
-    raise FileNotFoundError(f"image file not found: {src!r}{hint}")
+    raise FileNotFoundError(f"image file not found: {_quote_path(src)}{hint}")
 
 
 def _parse_data_url(url: str) -> tuple[str, bytes]:
-    """Return the (normalised MIME type, decoded bytes) of a base64 image data URL."""
+    """Return the (normalised MIME type, decoded bytes) of a base64 image data URL.
+
+    Lenient where the meaning is unambiguous: MIME type and ``base64`` in any case,
+    parameters such as ``;charset=utf-8`` and blanks around them, whitespace and line breaks
+    in the payload, %-encoded payloads, the URL-safe alphabet (``-`` ``_``) and missing
+    ``=`` padding. Callers that send the URL on rebuild it canonically (:func:`to_data_url`).
+    """
     match = _DATA_URL_RE.match(url.strip())
     if match is None:
         raise ValueError(
-            f"malformed data URL {_short(url)!r}: expected 'data:<mime>;base64,<payload>', "
+            f"malformed data URL {_quoted(url)}: expected 'data:<mime>;base64,<payload>', "
             "e.g. 'data:image/png;base64,iVBORw0...'"
         )
     mime = match["mime"].strip().lower()
     params = [p.strip().lower() for p in match["params"].split(";") if p.strip()]
     if not mime.startswith("image/"):
         raise ValueError(
-            f"data URL has MIME type {mime or '(none)'!r}, not an image type; expected "
+            f"data URL has MIME type {_quoted(mime or '(none)')}, not an image type; expected "
             "'data:image/png;base64,...' or another image/* type"
         )
     if "base64" not in params:
         raise ValueError(
-            f"data URL {_short(url)!r} is not base64-encoded; image data URLs must read "
+            f"data URL {_quoted(url)} is not base64-encoded; image data URLs must read "
             "'data:<mime>;base64,<payload>' (to_data_url() builds one)"
         )
     payload = "".join(match["payload"].split())
+    if "%" in payload:  # '%' is no base64 character: the payload was %-encoded
+        payload = "".join(urllib.parse.unquote(payload).split())
+    if "-" in payload or "_" in payload:  # the URL-safe alphabet (RFC 4648, section 5)
+        if "+" in payload or "/" in payload:
+            raise ValueError(
+                "data URL payload mixes the standard base64 alphabet ('+', '/') with the "
+                "URL-safe one ('-', '_'); encode the bytes once with base64.b64encode()"
+            )
+        payload = payload.translate(_URLSAFE_TO_STD)
+    unpadded = payload.rstrip("=")
     try:
-        data = base64.b64decode(payload, validate=True)
+        data = base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(
-            f"data URL payload is not valid base64 ({exc}); use the standard alphabet "
-            "(A-Z a-z 0-9 + /) with '=' padding, as base64.b64encode() writes it"
+            f"data URL payload is not valid base64 ({_short(str(exc))}); use the standard "
+            "alphabet (A-Z a-z 0-9 + /) with '=' padding, as base64.b64encode() writes it"
         ) from exc
     if not data:
         raise ValueError("data URL payload is empty: no image bytes after 'base64,'")
@@ -394,7 +496,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if mode.startswith("I;16") or mode in ("I", "F"):
         return _high_depth_to_rgb(img)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or img.has_transparency_data:
-        rgba = img.convert("RGBA")
+        rgba = _to_rgba(img)
         white = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     try:
@@ -404,6 +506,21 @@ def to_rgb(img: Image.Image) -> Image.Image:
             f"cannot convert an image of mode {mode!r} to RGB: {exc}; convert it to RGB "
             "yourself first"
         ) from exc
+
+
+def _to_rgba(img: Image.Image) -> Image.Image:
+    """Return ``img`` as RGBA; ``La`` (premultiplied alpha) is un-premultiplied first.
+
+    Pillow converts ``La`` to nothing but ``LA`` (and only in recent versions), so it is
+    done here: grey = premultiplied grey * 255 / alpha, 0 where alpha is 0.
+    """
+    if img.mode == "La":
+        arr = np.asarray(img).astype(np.float64)
+        grey, alpha = arr[..., 0], arr[..., 1]
+        straight = np.divide(grey * 255.0, alpha, out=np.zeros_like(grey), where=alpha > 0)
+        channels = (np.clip(np.rint(straight), 0, 255), alpha)
+        img = Image.merge("LA", [Image.fromarray(c.astype(np.uint8)) for c in channels])
+    return img.convert("RGBA")
 
 
 def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
@@ -459,8 +576,10 @@ def load_image(src: ImageSource, *, timeout: float = 10.0) -> Image.Image:
         ImageFetchError: An http(s) URL was unreachable (the message names the URL and
             the reason) or answered an HTTP error (``status_code`` set). It is an
             ``OSError``.
-        ValueError: Bare base64 text, a malformed or mismatched data URL, or bytes that
-            are not a readable image (the message names the source).
+        ValueError: Bare base64 text, a malformed or mismatched data URL, bytes that are
+            not a readable image, or an image above Pillow's decompression-bomb limit
+            ``PIL.Image.MAX_IMAGE_PIXELS`` (the message names the source, the pixel count,
+            the limit and the remedies).
         TypeError: ``src`` is of another type.
 
     """
@@ -500,8 +619,11 @@ def from_data_url(url: str) -> Image.Image:
 
     Args:
         url: ``data:image/<type>;base64,<payload>``. The MIME type must be the true format
-            of the bytes (``image/jpg`` is read as ``image/jpeg``); whitespace inside the
-            payload is ignored.
+            of the bytes (``image/jpg`` is read as ``image/jpeg``). Also read: any case
+            (``;BASE64``), extra parameters (``;charset=utf-8``), blanks around them,
+            whitespace and line breaks in the payload, %-encoded or URL-safe (``-``
+            ``_``) payloads and missing ``=`` padding. vLLM 0.23's server refuses most
+            of these variants: send :func:`to_data_url`'s canonical URL instead.
 
     Returns:
         The decoded, fully loaded ``PIL.Image.Image`` (``.format`` set to the true format).
@@ -509,18 +631,18 @@ def from_data_url(url: str) -> Image.Image:
     Raises:
         TypeError: ``url`` is not a string.
         ValueError: ``url`` is not a data URL (bare base64 text included), the MIME type
-            is not ``image/*``, the payload is not base64 or not a readable image, or the
-            declared type differs from the actual format (the message names both).
+            is not ``image/*``, the payload is not base64 or not a readable image, the
+            image is above ``PIL.Image.MAX_IMAGE_PIXELS``, or the declared type differs
+            from the actual format (the message names both).
 
     """
     if not isinstance(url, str):
         raise TypeError(f"from_data_url expects a str, got {type(url).__name__}")
     if not _is_data_url(url):
-        if _looks_like_base64(url):
-            raise _bare_base64_error(url)
-        raise ValueError(
-            f"not a data URL: {_short(url)!r}; expected 'data:<mime>;base64,<payload>'"
-        )
+        kind = _base64_kind(url)
+        if kind is not None:
+            raise _bare_base64_error(url, kind)
+        raise ValueError(f"not a data URL: {_quoted(url)}; expected 'data:<mime>;base64,<payload>'")
     mime, data = _parse_data_url(url)
     img = _decode(data, f"data URL ({mime})")
     _check_declared_format(url, img)
@@ -541,7 +663,7 @@ def _server_safe(img: Image.Image) -> Image.Image:
     if mode.startswith("I;16") or mode in ("I", "F"):
         return to_rgb(img)
     if mode != "RGBA" and (mode in ("LA", "PA", "RGBa", "La") or img.has_transparency_data):
-        return img.convert("RGBA")
+        return _to_rgba(img)
     return img
 
 
@@ -603,11 +725,19 @@ def to_data_url(
       their original bytes, labelled with the format Pillow detects in them (never the
       file extension), unless one of the conversions above applies; then, and for other
       formats (BMP, TIFF, ...), the image is re-encoded (JPEG stays JPEG, others PNG).
-    * A data URL is checked (:func:`from_data_url`) and returned unchanged.
+    * A data URL is checked (:func:`from_data_url`: the declared MIME type must match
+      the bytes) and rebuilt in the one form vLLM's server decodes,
+      ``data:<true mime>;base64,<standard base64, padded, no whitespace>``: vLLM 0.23's
+      ``MediaConnector._load_data_url`` (vllm/multimodal/media/connector.py) requires the
+      text between ``;`` and ``,`` to be exactly ``base64`` and decodes with
+      ``pybase64.b64decode(..., validate=True)``, so ``;charset=utf-8;base64``,
+      ``;BASE64``, ``; base64``, line breaks, URL-safe or %-encoded payloads would fail
+      there. Its bytes are treated like the bytes of a file (below).
 
     Args:
         src: A PIL image, a path, a sample name, a ``file://`` or http(s) URL, a data
-            URL or raw bytes. Bare base64 text is refused.
+            URL (any variant :func:`from_data_url` reads) or raw bytes. Bare base64 text
+            is refused.
         fmt: ``"PNG"``, ``"JPEG"`` (``"JPG"``) or ``None``: PNG for PIL images, the
             detected format for encoded bytes. Given for bytes in another format, the
             image is decoded and re-encoded.
@@ -621,8 +751,8 @@ def to_data_url(
         The data URL as a ``str``.
 
     Raises:
-        ValueError: Unknown ``fmt``, ``max_side < 1``, bare base64, a bad data URL or
-            bytes that are not an image.
+        ValueError: Unknown ``fmt``, ``max_side < 1``, bare base64, a bad data URL,
+            bytes that are not an image, or an image above ``PIL.Image.MAX_IMAGE_PIXELS``.
         FileNotFoundError: A path names no file.
         ImageFetchError: An http(s) URL could not be fetched.
         TypeError: ``src`` is of another type.
@@ -636,15 +766,10 @@ def to_data_url(
         if max_side is not None and max(img.size) > max_side:
             img = _downscale(img, int(max_side))
         return _data_url(*_encode(img, target or "PNG"))
-    if isinstance(src, str) and _is_data_url(src):
-        img = from_data_url(src)
-        if target is None and (max_side is None or max(img.size) <= max_side):
-            return src.strip()
-        return to_data_url(
-            img, target or ("JPEG" if img.format == "JPEG" else "PNG"), max_side=max_side
-        )
     data, source = _read_source(src, timeout)
     img = _decode(data, source)
+    if isinstance(src, str) and _is_data_url(src):
+        _check_declared_format(src, img)
     detected = "JPEG" if img.format == "MPO" else img.format
     needs_resize = max_side is not None and max(img.size) > max_side
     keep = (
@@ -673,8 +798,11 @@ def image_for_server(
     """Return the ``image_url`` string to send to an OpenAI-compatible vLLM server.
 
     * http(s) URLs pass through unchanged: the server fetches them itself.
-    * Data URLs are checked (:func:`from_data_url`: MIME type matches the bytes) and pass
-      through.
+    * Data URLs are checked (:func:`from_data_url`: MIME type matches the bytes) and
+      rebuilt by :func:`to_data_url` as ``data:<true mime>;base64,<standard base64>``
+      (a URL already in that form and server-safe comes back unchanged), because vLLM's
+      server refuses variants such as ``;charset=utf-8;base64``, ``;BASE64`` or line
+      breaks in the payload.
     * Local paths, sample names, PIL images and bytes become data URLs (:func:`to_data_url`), so the
       server needs no access to this machine's files.
     * A ``file://`` URL passes through only with ``allow_local_file_urls=True``, meaning
@@ -693,7 +821,8 @@ def image_for_server(
         A URL string for ``{"type": "image_url", "image_url": {"url": ...}}``.
 
     Raises:
-        ValueError: Bare base64 text, a bad data URL or bytes that are not an image.
+        ValueError: Bare base64 text, a bad data URL, bytes that are not an image, or an
+            image above ``PIL.Image.MAX_IMAGE_PIXELS``.
         FileNotFoundError: A local path or ``file://`` URL names no file here.
         TypeError: ``src`` is of another type.
 
@@ -701,10 +830,6 @@ def image_for_server(
     if isinstance(src, str):
         if _is_http_url(src):
             return src.strip()
-        if _is_data_url(src):
-            from_data_url(src)
-            if max_side is None:
-                return src.strip()
         if _is_file_url(src) and allow_local_file_urls:
             _file_url_to_path(src)  # reject file://host/... before sending
             return src.strip()

@@ -456,6 +456,15 @@ def _check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _check_mapping(name: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        example = "{'image': 4}" if name == "limit_mm_per_prompt" else "{'max_dynamic_patch': 6}"
+        raise TypeError(f"{name} must be a dict such as {example}, got {value!r}")
+    return dict(value)
+
+
 def engine_args(spec: ModelSpec, **overrides: Any) -> dict[str, Any]:
     """Return keyword arguments for ``vllm.LLM(**kwargs)`` from a spec, with overrides.
 
@@ -486,7 +495,9 @@ def engine_args(spec: ModelSpec, **overrides: Any) -> dict[str, Any]:
         A new dict; for the tiny spec ``model`` is the built checkpoint directory.
 
     Raises:
-        TypeError: If a numeric setting is not an int.
+        TypeError: If a numeric setting is not an int, or ``limit_mm_per_prompt``,
+            ``mm_processor_kwargs`` or ``hf_overrides`` is not a dict (``hf_overrides``
+            may also be a callable).
         ValueError: If a numeric setting is < 1, ``dtype`` is not a vLLM dtype name, or
             tiling must go into an ``hf_overrides`` that is a callable.
 
@@ -512,14 +523,17 @@ def engine_args(spec: ModelSpec, **overrides: Any) -> dict[str, Any]:
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
 
-    limits = {"image": limit_images}
-    limits.update(over.pop("limit_mm_per_prompt", None) or {})
+    user_limits = _check_mapping("limit_mm_per_prompt", over.pop("limit_mm_per_prompt", None))
+    limits: dict[str, Any] = {"image": limit_images}
+    limits.update(user_limits)
 
     tiling: dict[str, Any] = {}
     if max_patch != spec.config_max_dynamic_patch:
         tiling["max_dynamic_patch"] = max_patch
-    mm_kwargs = dict(over.pop("mm_processor_kwargs", None) or {})
+    mm_kwargs = _check_mapping("mm_processor_kwargs", over.pop("mm_processor_kwargs", None))
     hf_overrides = over.pop("hf_overrides", None)
+    if not callable(hf_overrides):
+        hf_overrides = _check_mapping("hf_overrides", hf_overrides) or None
     if spec.supports_video:
         tiling.update({k: mm_kwargs.pop(k) for k in _CONFIG_TILING_KEYS if k in mm_kwargs})
         if tiling:

@@ -14,10 +14,13 @@ from typing import Any
 
 __all__ = [
     "FOREIGN_PLACEHOLDERS",
+    "FOREIGN_TEMPLATES",
     "IMAGE_PLACEHOLDER",
+    "RESERVED_TOKENS",
     "STOP_TOKEN_CANDIDATES",
     "build_prompt",
     "check_prompt",
+    "check_question",
     "image_prefix",
     "stop_token_ids",
     "text_token_count",
@@ -50,8 +53,36 @@ FOREIGN_PLACEHOLDERS: dict[str, str] = {
     ),
 }
 
+#: Turn markers of other models' chat templates (regex -> description). Each is checked in
+#: the user's text only, and only in forms that cannot be ordinary question text: bracket
+#: tokens, or a ``user:``/``human:`` turn holding an ``<image>`` placeholder (a prompt
+#: pasted from a LLaVA, Vicuna or similar example).
+FOREIGN_TEMPLATES: dict[str, str] = {
+    r"(?s)\[INST\].*\[/INST\]": "a Llama 2/Mistral '[INST] ... [/INST]' turn",
+    r"<<SYS>>": "a Llama 2 system marker '<<SYS>>'",
+    r"<\|start_header_id\|>|<\|eot_id\|>": "Llama 3 turn markers ('<|start_header_id|>')",
+    r"<start_of_turn>|<end_of_turn>": "Gemma turn markers ('<start_of_turn>')",
+    r"<\|(?:user|assistant|system)\|>": "Phi-3/Zephyr turn markers ('<|user|>')",
+    r"(?im)^\s*(?:###\s*)?(?:user|human)\s*:\s*<image>": (
+        "a 'USER: <image>' / 'Human: <image>' turn of another model's template (LLaVA, Vicuna, ...)"
+    ),
+    r"(?is)(?:^|\n)\s*(?:###\s*)?(?:user|human)\s*:.*<image>.*\b(?:assistant|gpt)\s*:\s*\Z": (
+        "a 'USER: ... <image> ... ASSISTANT:' conversation of another model's template "
+        "(LLaVA, Vicuna, ...)"
+    ),
+}
+
+#: InternVL's own image tokens, which vLLM inserts around and for each image
+#: (``InternVLProcessor.get_image_repl``). Typed in text, the tokenizer turns each into
+#: that special token, so the model sees a broken image and the image-token count is off.
+RESERVED_TOKENS = (IMAGE_START, IMAGE_END, "<IMG_CONTEXT>")
+
+#: ChatML markers of InternVL's own template; a question holding them is a whole prompt.
+_CHATML_MARKERS = ("<|im_start|>", "<|im_end|>")
+
 _LLAVA_TURN = re.compile(r"(?m)^\s*(USER|ASSISTANT)\s*:")
 _CHATML_START = "<|im_start|>"
+_CHATML_USER_TURN = re.compile(r"<\|im_start\|>user\n(.*?)(?:<\|im_end\|>|\Z)", re.S)
 
 
 def image_prefix(num_images: int) -> str:
@@ -93,8 +124,10 @@ def build_prompt(
     Raises:
         TypeError: If ``question`` is not a str or ``num_images`` not an int.
         ValueError: If ``question`` is empty, ``num_images`` < 0, the question holds a
-            different number of ``<image>`` than ``num_images`` or a foreign placeholder,
-            or the tokenizer has no chat template.
+            different number of ``<image>`` than ``num_images``, a foreign placeholder or
+            turn marker (`FOREIGN_PLACEHOLDERS`, `FOREIGN_TEMPLATES`), ChatML markers, or
+            one of InternVL's image tokens (`RESERVED_TOKENS`); if ``system`` holds an
+            ``<image>`` or such text; or if the tokenizer has no chat template.
 
     """
     if not isinstance(question, str):
@@ -104,6 +137,16 @@ def build_prompt(
     _check_count("num_images", num_images)
     if system is not None and not isinstance(system, str):
         raise TypeError(f"system must be a str or None, got {type(system).__name__}")
+    check_question(question, "question")
+    if system is not None:
+        in_system = system.count(IMAGE_PLACEHOLDER)
+        if in_system:
+            raise ValueError(
+                f"the system message holds {in_system} {IMAGE_PLACEHOLDER} placeholder(s); "
+                f"placeholders belong in the user turn: remove them from system "
+                f"(build_prompt puts one {IMAGE_PLACEHOLDER} per image before the question)"
+            )
+        check_question(system, "system message")
     if getattr(tokenizer, "chat_template", None) is None or not hasattr(
         tokenizer, "apply_chat_template"
     ):
@@ -148,9 +191,12 @@ def check_prompt(prompt: str, num_images: int) -> None:
 
     Raises:
         TypeError: If ``prompt`` is not a str or ``num_images`` not an int.
-        ValueError: On a foreign placeholder, a LLaVA-style ``USER:``/``ASSISTANT:`` turn
-            without ChatML markers, or a placeholder count that differs from
-            ``num_images``; the message names what was found and how to fix it.
+        ValueError: On a foreign placeholder (`FOREIGN_PLACEHOLDERS`), another model's
+            turn markers in a user turn (`FOREIGN_TEMPLATES`), a LLaVA-style
+            ``USER:``/``ASSISTANT:`` turn without ChatML markers, InternVL's own image
+            tokens typed in the text (`RESERVED_TOKENS`), or a placeholder count that
+            differs from ``num_images``; the message names what was found and how to fix
+            it.
 
     """
     if not isinstance(prompt, str):
@@ -169,6 +215,13 @@ def check_prompt(prompt: str, num_images: int) -> None:
             "prompt uses a LLaVA-style 'USER: ... ASSISTANT:' template without the "
             f"{_CHATML_START} markers InternVL's chat template needs. {fix}"
         )
+    user_texts = _CHATML_USER_TURN.findall(prompt) if _CHATML_START in prompt else [prompt]
+    found = _foreign_templates(user_texts)
+    if found:
+        raise ValueError(f"prompt contains {found[0]}, not InternVL's. {fix}")
+    reserved = [t for t in RESERVED_TOKENS if t in prompt]
+    if reserved:
+        raise ValueError(_reserved_message("prompt", reserved))
 
     count = prompt.count(IMAGE_PLACEHOLDER)
     if count != num_images:
@@ -257,6 +310,64 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
             f"conversation template)"
         )
     return sorted(ids)
+
+
+def _foreign_templates(texts: list[str]) -> list[str]:
+    """Return the description of the first `FOREIGN_TEMPLATES` entry found in ``texts``."""
+    for pattern, desc in FOREIGN_TEMPLATES.items():
+        if any(re.search(pattern, text) for text in texts):
+            return [desc]
+    return []
+
+
+def _reserved_message(what: str, tokens: list[str]) -> str:
+    shown = ", ".join(repr(t) for t in tokens)
+    return (
+        f"the {what} contains {shown}: InternVL's own image token(s), which vLLM inserts "
+        f"around each image. Typed in text, the tokenizer reads them as those special "
+        f"tokens, which confuses the model and throws off the image-token count. Write them "
+        f"another way (e.g. 'the img tag' or '< img >'); images are added with "
+        f"{IMAGE_PLACEHOLDER} placeholders, one per image"
+    )
+
+
+def check_question(text: str, what: str = "question") -> None:
+    """Check a question (or system message) before a chat template wraps it; returns None.
+
+    For text that the chat template will wrap: `build_prompt` calls it, and so can a
+    client that sends the text to a server which applies the template itself.
+
+    Args:
+        text: The user's text, without the chat template.
+        what: How the error messages name the text (``"question"``, ``"system message"``).
+
+    Raises:
+        TypeError: If ``text`` is not a str.
+        ValueError: If the text holds InternVL's image tokens (`RESERVED_TOKENS`), ChatML
+            markers (it is a whole prompt), a foreign placeholder (`FOREIGN_PLACEHOLDERS`)
+            or another model's turn markers (`FOREIGN_TEMPLATES`).
+
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, got {type(text).__name__}")
+    reserved = [t for t in RESERVED_TOKENS if t in text]
+    if reserved:
+        raise ValueError(_reserved_message(what, reserved))
+    markers = [m for m in _CHATML_MARKERS if m in text]
+    if markers:
+        raise ValueError(
+            f"the {what} contains the chat-template marker(s) {markers}: it is already a "
+            f"whole prompt. Pass only the text (build_prompt applies the chat template), "
+            f"or send a prompt you built yourself after check_prompt(prompt, num_images)"
+        )
+    found = [desc for pattern, desc in FOREIGN_PLACEHOLDERS.items() if re.search(pattern, text)]
+    found += _foreign_templates([text])
+    if found:
+        raise ValueError(
+            f"the {what} contains {'; '.join(found)}, not InternVL's. Pass only the plain "
+            f"text (no turn markers or placeholders of other models): build_prompt applies "
+            f"InternVL's chat template and adds one {IMAGE_PLACEHOLDER} per image"
+        )
 
 
 def _check_count(name: str, value: Any) -> None:

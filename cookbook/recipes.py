@@ -8,8 +8,10 @@ tests and checkers read.
 
 from __future__ import annotations
 
+import numbers
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -76,11 +78,11 @@ class ImageRequest:
         question: the user's question, without any ``<image>`` placeholder (the recipe
             adds one per image through the chat template).
         images: image sources: PIL images, paths, URLs, data URLs, bytes, or sample names
-            accepted by `cookbook.images.load_image`.
+            accepted by `cookbook.images.load_image`; one source alone is one image.
     """
 
     question: str
-    images: Sequence[Any] = ()
+    images: Any = ()
 
 
 @dataclass
@@ -101,6 +103,7 @@ def sampling_params(
     top_p: float = 1.0,
     min_tokens: int = 0,
     seed: int | None = 0,
+    stop_token_ids: Iterable[int] | None = None,
     **extra: Any,
 ) -> Any:
     """Return ``vllm.SamplingParams`` with the model's own stop token ids.
@@ -113,15 +116,33 @@ def sampling_params(
         min_tokens: generate at least this many tokens before a stop token may end the
             answer (useful with the random-weight tiny model, which may stop at once).
         seed: sampling seed, for repeatable sampled answers.
-        **extra: any other ``SamplingParams`` field.
+        stop_token_ids: extra stop token ids, *added* to ``engine.stop_token_ids`` (the
+            tokenizer's, which are always kept). Each must be a special or added token of
+            the engine's tokenizer: an ordinary text token as a stop id cuts answers in
+            the middle of the text (case C02). To stop at text, use ``stop=["..."]``.
+        **extra: any other ``SamplingParams`` field (``stop``, ``logit_bias``, ...).
 
     Raises:
-        ValueError: ``max_tokens`` < 1 or ``min_tokens`` > ``max_tokens``.
+        TypeError: ``max_tokens``/``min_tokens``/``seed`` not an int, ``temperature`` or
+            ``top_p`` not a number, or ``stop_token_ids`` not a list of ints.
+        ValueError: ``max_tokens`` < 1, ``min_tokens`` < 0 or > ``max_tokens``, or a stop
+            token id that is not a special token of the engine's tokenizer.
     """
+    for name, value in (("max_tokens", max_tokens), ("min_tokens", min_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    for name, number in (("temperature", temperature), ("top_p", top_p)):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise TypeError(f"{name} must be a number, got {number!r}")
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    if min_tokens < 0:
+        raise ValueError(f"min_tokens must be >= 0, got {min_tokens}")
     if min_tokens > max_tokens:
         raise ValueError(f"min_tokens ({min_tokens}) cannot exceed max_tokens ({max_tokens})")
+    stops = _stop_ids(engine, stop_token_ids)
     from vllm import SamplingParams
 
     return SamplingParams(
@@ -130,13 +151,74 @@ def sampling_params(
         top_p=top_p,
         min_tokens=min_tokens,
         seed=seed,
-        stop_token_ids=list(engine.stop_token_ids),
+        stop_token_ids=stops,
         **extra,
     )
 
 
+def _special_ids(tokenizer: Any) -> set[int]:
+    special = {int(i) for i in (getattr(tokenizer, "all_special_ids", None) or [])}
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return special | {int(i) for i in added}
+
+
+def _stop_ids(engine: Engine, extra: Iterable[int] | None) -> list[int]:
+    """Return the engine's stop token ids plus the caller's checked ``extra`` ids."""
+    own = [int(i) for i in engine.stop_token_ids]
+    if extra is None:
+        return own
+    if isinstance(extra, (str, bytes, int)) or not isinstance(extra, Iterable):
+        raise TypeError(
+            f"stop_token_ids must be a list of token ids (ints), got {extra!r}; "
+            "to stop at text use stop=['...']"
+        )
+    given = list(extra)
+    wrong = [i for i in given if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+    if wrong:
+        raise TypeError(
+            f"stop_token_ids must be ints, got {wrong!r}; to stop at text use stop=['...']"
+        )
+    ids = [int(i) for i in given]
+    special = _special_ids(engine.tokenizer)
+    ordinary = [i for i in ids if i not in special]
+    if ordinary:
+        named = []
+        for i in ordinary:
+            try:
+                token = engine.tokenizer.convert_ids_to_tokens(i)
+            except (IndexError, KeyError, TypeError, ValueError, OverflowError):
+                token = None
+            named.append(
+                f"{i} ({token!r})" if token is not None else f"{i} (not in the vocabulary)"
+            )
+        raise ValueError(
+            f"stop_token_ids {', '.join(named)} are not special tokens of this model's "
+            f"tokenizer; an ordinary token as a stop id cuts answers in the middle of the "
+            f"text. The tokenizer's own stop ids {own} are always used; add only special "
+            f"tokens, or pass stop=['...'] to stop at text"
+        )
+    return sorted(set(own) | set(ids))
+
+
+def _image_list(images: Any) -> list[Any]:
+    """Return image sources as a list; a single source (str, bytes, path, image) is one image.
+
+    A str is never split into characters, so ``"cat"`` is the sample photo, not three
+    images. Lists, tuples and other iterables give their items; ``None`` and any other
+    object become a one-item list, which `load_image` then refuses with its own message.
+    """
+    from PIL import Image as PILImage
+
+    single = (str, bytes, bytearray, memoryview, os.PathLike, PILImage.Image, Mapping)
+    if isinstance(images, single) or hasattr(images, "__array_interface__"):
+        return [images]
+    if isinstance(images, Iterable):
+        return list(images)
+    return [images]
+
+
 def prepare_request(
-    engine: Engine, question: str, images: Sequence[Any] = (), *, max_tokens: int = 128
+    engine: Engine, question: str, images: Any = (), *, max_tokens: int = 128
 ) -> PreparedRequest:
     """Return a validated vLLM prompt dict for a question about images.
 
@@ -145,17 +227,26 @@ def prepare_request(
     work: the placeholder count, ``limit_mm_per_prompt`` and that prompt plus
     ``max_tokens`` fit ``max_model_len``.
 
+    Args:
+        engine: from `cookbook.engine.create_engine`.
+        question: the question, without ``<image>`` (one per image is added).
+        images: a list of image sources, or one source (a str, bytes, path or PIL image
+            is one image, never split).
+        max_tokens: the answer budget counted against ``max_model_len``.
+
     Raises:
+        TypeError: the question is not a str, or an image source of an unknown type.
         ValueError: bad question, too many images, or a prompt that cannot fit; the
             message names the numbers and the setting to change.
         FileNotFoundError: an image path does not exist.
     """
-    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
-        images = [images]
+    images = _image_list(images)
     check_image_limit(len(images), engine.limit_images, where="engine")
+    # The prompt checks (question type, placeholders, foreign templates) need only the
+    # image count, so they run before any image is loaded.
+    prompt = build_prompt(engine.tokenizer, question, num_images=len(images))
+    check_prompt(prompt, len(images))
     pil_images: list[Image.Image] = [load_image(src) for src in images]
-    prompt = build_prompt(engine.tokenizer, question, num_images=len(pil_images))
-    check_prompt(prompt, len(pil_images))
     plans = plan_images(pil_images, **engine.tiling)
     check_budget(
         image_tokens=[p.tokens for p in plans],
@@ -233,27 +324,88 @@ def ask_image(engine: Engine, image: Any, question: str, **sampling: Any) -> Gen
     return ask_images(engine, [image], question, **sampling)
 
 
-def ask_images(
-    engine: Engine, images: Sequence[Any], question: str, **sampling: Any
-) -> GenerationResult:
+def ask_images(engine: Engine, images: Any, question: str, **sampling: Any) -> GenerationResult:
     """Return the model's answer to one question about several images in one prompt.
 
     The prompt labels the images ``Image-1: <image>``, ``Image-2: <image>``, ... as
     InternVL's own ``chat`` does for multi-image input, so the question can refer to
     "Image-1" and "Image-2".
 
+    Args:
+        engine: from `cookbook.engine.create_engine`.
+        images: a list of image sources (`load_image`); a single source (a sample name,
+            path, URL, bytes or PIL image) counts as one image.
+        question: the question, without ``<image>``.
+        **sampling: `sampling_params` arguments (``max_tokens``, ``temperature``, ...).
+
     Raises:
         ValueError: more images than ``limit_mm_per_prompt`` allows, or a prompt that
             cannot fit ``max_model_len``; raised before the engine runs.
     """
     params = sampling_params(engine, **sampling)
-    prepared = prepare_request(engine, question, list(images), max_tokens=params.max_tokens)
+    prepared = prepare_request(engine, question, images, max_tokens=params.max_tokens)
     return run_prepared(engine, [prepared], params)[0]
 
 
-def ask_batch(
-    engine: Engine, requests: Sequence[ImageRequest | tuple[Any, str]], **sampling: Any
-) -> list[GenerationResult]:
+#: The item forms `ask_batch` accepts, for its error messages.
+REQUEST_FORMS = (
+    "an ImageRequest, an (images, question) pair, or a dict {'question': ..., 'images': [...]}"
+)
+
+#: Longest error text kept in a batch result (a pasted base64 string can make an
+#: exception message hundreds of kilobytes long).
+MAX_ERROR_CHARS = 2000
+
+
+def _describe(item: Any) -> str:
+    if item is None:
+        return "None"
+    if isinstance(item, (tuple, list)):
+        return f"a {len(item)}-item {type(item).__name__}"
+    if isinstance(item, str):
+        text = item if len(item) <= 40 else item[:37] + "..."
+        return f"a str ({text!r})"
+    return f"a {type(item).__name__}"
+
+
+def _split_request(item: Any) -> tuple[Any, str]:
+    """Return ``(images, question)`` of one batch item, or raise TypeError naming the forms."""
+    if isinstance(item, ImageRequest):
+        images, question = item.images, item.question
+    elif isinstance(item, Mapping):
+        keys = set(item)
+        if keys & {"prompt", "multi_modal_data"}:
+            raise TypeError(
+                "got a vLLM prompt dict ('prompt'/'multi_modal_data'); the recipes build the "
+                f"prompt themselves: pass {REQUEST_FORMS}"
+            )
+        unknown = sorted(str(k) for k in keys - {"question", "images"})
+        if unknown or "question" not in keys:
+            raise TypeError(
+                f"a request dict takes the keys 'question' (required) and 'images', got "
+                f"{sorted(str(k) for k in keys)}; expected {REQUEST_FORMS}"
+            )
+        images, question = item.get("images", ()), item["question"]
+    elif isinstance(item, (tuple, list)) and len(item) == 2:
+        images, question = item
+    else:
+        raise TypeError(f"expected {REQUEST_FORMS}, got {_describe(item)}")
+    if not isinstance(question, str):
+        raise TypeError(
+            f"question must be a str, got {_describe(question)} (a pair is (images, "
+            "question): images first)"
+        )
+    return images, question
+
+
+def _error_text(index: int, exc: Exception) -> str:
+    text = f"request {index}: {type(exc).__name__}: {exc}"
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 40] + f"... ({len(text)} characters in all)"
+    return text
+
+
+def ask_batch(engine: Engine, requests: Iterable[Any], **sampling: Any) -> list[GenerationResult]:
     """Return one result per request, in order, from a single ``LLM.generate`` call.
 
     A batch is a *list of request dicts*, each with its own prompt and images: vLLM
@@ -263,35 +415,46 @@ def ask_batch(
 
     Args:
         engine: from `cookbook.engine.create_engine`.
-        requests: `ImageRequest` items, or ``(images, question)`` pairs where ``images``
-            is one image source or a list of them.
+        requests: a list of items, each `ImageRequest`, an ``(images, question)`` pair
+            (images first; one image source or a list of them), or, for convenience, a
+            dict ``{"question": ..., "images": [...]}`` (``"images"`` may be left out).
+            A vLLM prompt dict (``"prompt"``, ``"multi_modal_data"``) is refused: the
+            recipe builds the prompt from the question.
         **sampling: `sampling_params` arguments, shared by the batch.
 
     Returns:
-        ``len(requests)`` results; ``results[i]`` answers ``requests[i]``. A request that
-        fails validation (a missing file, too many images, too long) gets a result with
-        ``error`` set and ``finish_reason`` ``None``; the others still run.
+        One result per item; ``results[i]`` answers ``requests[i]``. An item that cannot
+        be prepared gets a result with ``error`` set (``"request i: <exception type>:
+        <message>"``, at most `MAX_ERROR_CHARS` characters) and ``finish_reason`` ``None``:
+        a malformed item (``None``, a bare string, a 3-tuple, a dict with other keys), a
+        non-str question, a missing or unreadable image (any exception while loading or
+        checking it), too many images, too long. The other items still run.
 
     Raises:
+        TypeError: ``requests`` is one request instead of a list of them.
         ValueError: bad sampling arguments (they apply to the whole batch).
     """
+    if isinstance(requests, (str, bytes, ImageRequest, Mapping)) or not isinstance(
+        requests, Iterable
+    ):
+        raise TypeError(
+            f"requests must be a list of requests, got {_describe(requests)}; wrap a single "
+            "request in a list: [request]"
+        )
+    items = list(requests)
     params = sampling_params(engine, **sampling)
     prepared: list[PreparedRequest] = []
     slots: list[int] = []
-    results: list[GenerationResult | None] = [None] * len(requests)
-    for i, req in enumerate(requests):
-        if isinstance(req, ImageRequest):
-            images, question = req.images, req.question
-        else:
-            images, question = req
-        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
-            images = [images]
+    results: list[GenerationResult | None] = [None] * len(items)
+    for i, item in enumerate(items):
+        images: list[Any] = []
+        question = ""
         try:
-            prepared.append(
-                prepare_request(engine, question, list(images), max_tokens=params.max_tokens)
-            )
+            raw_images, question = _split_request(item)
+            images = _image_list(raw_images)
+            prepared.append(prepare_request(engine, question, images, max_tokens=params.max_tokens))
             slots.append(i)
-        except (ValueError, TypeError, OSError) as exc:
+        except Exception as exc:  # one bad item must not sink the batch
             results[i] = GenerationResult(
                 index=i,
                 text="",
@@ -300,8 +463,8 @@ def ask_batch(
                 finish_reason=None,
                 seconds=0.0,
                 num_images=len(images),
-                question=str(question),
-                error=f"request {i}: {type(exc).__name__}: {exc}",
+                question=question,
+                error=_error_text(i, exc),
             )
     for slot, res in zip(slots, run_prepared(engine, prepared, params), strict=True):
         res.index = slot

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cookbook.checks import check_executed
+from cookbook.engine import output_to_file
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -168,17 +169,20 @@ def run_notebooks(
         t0 = time.perf_counter()
         raised = ""
         try:
-            papermill.execute_notebook(
-                str(nb_dir / f"{name}.ipynb"),
-                str(executed),
-                parameters=params,
-                kernel_name=KERNEL,
-                cwd=str(nb_dir),
-                execution_timeout=timeout,
-                start_timeout=120,
-                progress_bar=False,
-                log_output=False,
-            )
+            # The kernel inherits this process's stdout/stderr; what it prints outside the
+            # cells (its own warnings, exit noise) goes to a log beside the notebook.
+            with output_to_file(out / f"{name}.kernel.log"):
+                papermill.execute_notebook(
+                    str(nb_dir / f"{name}.ipynb"),
+                    str(executed),
+                    parameters=params,
+                    kernel_name=KERNEL,
+                    cwd=str(nb_dir),
+                    execution_timeout=timeout,
+                    start_timeout=120,
+                    progress_bar=False,
+                    log_output=False,
+                )
         except Exception as exc:  # papermill raises PapermillExecutionError and others
             lines = str(exc).strip().splitlines() or [""]
             raised = f"{type(exc).__name__}: {lines[-1][:300]}"

@@ -14,9 +14,12 @@ carry the server's own message and HTTP status. `attach_server` (also
 from __future__ import annotations
 
 import atexit
+import base64
 import importlib.metadata
+import io
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -46,6 +49,36 @@ __all__ = [
 
 #: Flags `VLLMServer` sets from its own parameters, which the client side must know.
 _OWN_FLAGS = {"--model": "model", "--host": "host", "--port": "port", "--api-key": "api_key"}
+
+#: Images (and other items) per prompt that vLLM allows for a modality that
+#: ``--limit-mm-per-prompt`` does not name (vllm/config/multimodal.py,
+#: ``MultiModalConfig.get_limit_per_prompt`` and ``BaseDummyOptions.count``, vLLM 0.23).
+VLLM_DEFAULT_MM_LIMIT = 999
+
+#: InternVL tiling keys that ``--hf-overrides`` (config.json's top level) and
+#: ``--mm-processor-kwargs`` may set and that the client follows.
+_TILING_OVERRIDE_KEYS = (
+    "min_dynamic_patch",
+    "max_dynamic_patch",
+    "dynamic_image_size",
+    "use_thumbnail",
+)
+
+#: ``--hf-overrides`` keys that change the tile or patch size, and so the tokens per tile:
+#: with one of them the client does not know the tiling and skips the token budget check.
+_HF_SIZE_KEYS = frozenset(
+    {
+        "force_image_size",
+        "vision_config",
+        "downsample_ratio",
+        "image_size",
+        "patch_size",
+    }
+)
+
+# Markers for `_cli_setting`: the option is not given / its value cannot be known.
+_ABSENT = object()
+_UNKNOWN = object()
 
 #: Lines of the server log quoted in a start-up error.
 LOG_TAIL_LINES = 40
@@ -213,17 +246,207 @@ def _flag_value(args: Sequence[str], name: str) -> str | None:
 
 
 def _image_limit_from_args(args: Sequence[str]) -> int | None:
-    """Return the image limit set by ``--limit-mm-per-prompt`` in ``args``, else None."""
-    raw = _flag_value(args, "--limit-mm-per-prompt")
-    if raw is None:
+    """Return the per-prompt image limit ``vllm serve`` applies with ``args``, else None.
+
+    Reads ``--limit-mm-per-prompt`` in every form vLLM 0.23's ``FlexibleArgumentParser``
+    accepts (`_cli_setting`): a JSON value after a space or ``=`` (``'{"image":8}'``,
+    ``'{"image":{"count":8}}'``), and the dotted keys ``--limit-mm-per-prompt.image 8``,
+    ``.image=8`` or ``.image.count 8``, which win over any JSON form. Without the flag, or
+    without ``"image"`` in it, vLLM allows `VLLM_DEFAULT_MM_LIMIT` images
+    (``MultiModalConfig.get_limit_per_prompt`` in vllm/config/multimodal.py); an image
+    entry without ``count`` gets the same default (``BaseDummyOptions.count``).
+
+    Returns:
+        The limit, or None when ``args`` do not settle it for sure (a ``--config`` file,
+        an abbreviated flag name, a value vLLM would refuse, ``--language-model-only``):
+        the client then checks nothing and the server answers for itself.
+
+    """
+    if _cli_setting(args, "--language-model-only", boolean=True) not in (_ABSENT, False):
         return None
+    value = _json_setting(args, "--limit-mm-per-prompt")
+    if value is _ABSENT:
+        return VLLM_DEFAULT_MM_LIMIT
+    if not isinstance(value, dict):
+        return None
+    image = value.get("image", {})
+    if isinstance(image, dict):
+        image = image.get("count", VLLM_DEFAULT_MM_LIMIT)
+    if isinstance(image, bool) or not isinstance(image, int) or image < 0:
+        return None
+    return image
+
+
+def _human_readable_int(text: str) -> int | None:
+    """Return ``text`` read as vLLM's ``human_readable_int`` does, or None.
+
+    ``"4096"``, ``"8k"`` (8000), ``"8K"`` (8192), ``"2.5k"`` (2500); decimals are refused
+    with the binary suffixes (vllm/utils/argparse_utils.py).
+    """
+    text = text.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgGtT])", text)
+    if match:
+        number, suffix = match.groups()
+        if suffix.islower():
+            return int(float(number) * 1000 ** ("kmgt".index(suffix) + 1))
+        if number.isdigit():
+            return int(number) * 1024 ** ("KMGT".index(suffix) + 1)
+        return None
+    return int(text) if re.fullmatch(r"[+-]?\d+", text) else None
+
+
+def _max_model_len_from_args(args: Sequence[str]) -> int | None:
+    """Return the ``--max-model-len`` set in ``args``, or None when not known for sure.
+
+    vLLM reads the value with ``human_readable_int_or_auto`` (``4096``, ``8k``, ``8K``);
+    ``auto`` or ``-1``, or no flag at all, take the model's own length, unknown here.
+    """
+    value = _cli_setting(args, "--max-model-len")
+    if not isinstance(value, str):
+        return None
+    length = _human_readable_int(value)
+    return length if length is not None and length >= 1 else None
+
+
+def _tiling_from_args(
+    args: Sequence[str], spec: Any, model_id: str | None
+) -> dict[str, Any] | None:
+    """Return the InternVL tiling settings ``vllm serve`` uses with ``args``, else None.
+
+    Starts from the checkpoint's ``config.json`` when ``model_id`` is a local directory,
+    otherwise from InternVL2/2.5/3-8B's values (the defaults of
+    `cookbook.tiling.tiling_from_config`: 448 px tiles, 14 px patches, pixel shuffle 0.5,
+    so 256 tokens a tile) with the spec's ``config_max_dynamic_patch``. Then applies the
+    tiling keys of ``--hf-overrides`` (they change the config) and of
+    ``--mm-processor-kwargs`` (they override the config in vLLM's image processor:
+    ``InternVLProcessingInfo.get_image_processor``), in that order.
+
+    Returns:
+        A dict of `cookbook.tiling.TILING_KEYS`, or None when the settings cannot be known
+        for sure: a ``--config`` file, an abbreviated flag, a value that is not a JSON
+        object, a ``--mm-processor-kwargs`` key other than the tiling keys, or an
+        ``--hf-overrides`` key that changes the tile or patch size (`_HF_SIZE_KEYS`).
+
+    """
+    from cookbook.tiling import plan_images, tiling_from_config
+
+    config: Any = {}
+    if model_id and _is_local_model(model_id):
+        try:
+            config = json.loads((Path(model_id) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+    tiling = tiling_from_config(config)
+    if not config:
+        tiling["max_dynamic_patch"] = int(spec.config_max_dynamic_patch)
+    for flag in ("--hf-overrides", "--mm-processor-kwargs"):
+        value = _json_setting(args, flag)
+        if value is _ABSENT:
+            continue
+        if not isinstance(value, dict):
+            return None
+        for key, item in value.items():
+            if key in _TILING_OVERRIDE_KEYS:
+                tiling[key] = item
+            elif flag == "--mm-processor-kwargs" or key in _HF_SIZE_KEYS:
+                return None
+    for key in ("min_dynamic_patch", "max_dynamic_patch"):
+        if isinstance(tiling[key], bool) or not isinstance(tiling[key], int):
+            return None
+    for key in ("use_thumbnail", "dynamic_image_size"):
+        if not isinstance(tiling[key], bool):
+            return None
     try:
-        parsed = json.loads(raw)
-    except json.JSONDecodeError:
+        plan_images([(448, 448)], **tiling)
+    except (TypeError, ValueError):
         return None
-    if isinstance(parsed, dict) and isinstance(parsed.get("image"), int):
-        return int(parsed["image"])
-    return None
+    return tiling
+
+
+def _model_from_command(command: Sequence[str]) -> str | None:
+    """Return the model a `build_serve_command` command line serves."""
+    if len(command) > 2 and command[1] == "serve":
+        return command[2]
+    return _flag_value(command, "--model")
+
+
+def _cli_setting(args: Sequence[str], name: str, *, boolean: bool = False) -> Any:
+    """Return what vLLM's ``FlexibleArgumentParser`` makes of option ``name`` in ``args``.
+
+    Mirrors ``FlexibleArgumentParser.parse_args`` (vllm/utils/argparse_utils.py, vLLM
+    0.23): underscores in the option name (up to the first ``.``) count as dashes;
+    ``--name v`` and ``--name=v`` give the string ``v``, the last one winning (argparse);
+    dotted keys ``--name.a.b v`` (or ``=v``) are merged into one dict, each value read as
+    JSON, else as a human-readable int, else as text, and vLLM appends that dict after
+    all other arguments, so it replaces any plain value. With ``boolean=True``,
+    ``--name`` gives True and ``--no-name`` False (``BooleanOptionalAction``).
+
+    Returns:
+        The string, dict or bool; `_ABSENT` when ``args`` do not name the option; or
+        `_UNKNOWN` when they do not settle its value: a ``--config`` file (it may set the
+        option), an abbreviation of the option name (argparse accepts unique prefixes),
+        a dotted key without a value or with a list value (``--name.key+ a,b``).
+
+    """
+    if _flag_given(args, "--config"):
+        return _UNKNOWN
+    negative = "--no-" + name[2:]
+    names = (name, negative) if boolean else (name,)
+    plain: Any = _ABSENT
+    dotted: dict[str, Any] = {}
+    skip = False
+    for i, arg in enumerate(args):
+        if skip or not arg.startswith("--") or arg == "--":
+            skip = False
+            continue
+        key, eq, value = arg.partition("=")
+        head, dot, rest = key.partition(".")
+        head = "--" + head[2:].replace("_", "-")
+        if head not in names:
+            if len(head) > 3 and any(n.startswith(head) for n in names):
+                return _UNKNOWN  # argparse would read it as an abbreviation of ``name``
+            continue
+        if boolean:
+            plain = _UNKNOWN if eq or dot else head == name
+            continue
+        if not eq:
+            if i + 1 >= len(args):
+                return _UNKNOWN
+            value = args[i + 1]
+            skip = True
+        if not dot:
+            plain = value
+            continue
+        keys = rest.split(".")
+        if not all(keys) or keys[-1].endswith("+"):
+            return _UNKNOWN
+        node = dotted
+        for part in keys[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[keys[-1]] = _dotted_value(value)
+    return dotted if dotted else plain
+
+
+def _dotted_value(text: str) -> Any:
+    """Return a dotted option's value as vLLM reads it: JSON, a human-readable int, text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        number = _human_readable_int(text)
+        return text if number is None else number
+
+
+def _json_setting(args: Sequence[str], name: str) -> Any:
+    """Return a dict-valued option's setting: the parsed JSON, `_ABSENT` or `_UNKNOWN`."""
+    value = _cli_setting(args, name)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return _UNKNOWN
+    return value
 
 
 def _detect_device() -> str:
@@ -372,6 +595,15 @@ class ServerClient:
             ``file://`` URLs under it are sent as they are; every other local file is
             sent as a data URL.
         timeout: Default seconds for one request.
+        max_model_len: The server's ``--max-model-len`` when known; with ``tiling`` it
+            turns on the token budget check (case C04, `check_budget`).
+        tiling: The server's InternVL tiling settings (keys of
+            `cookbook.tiling.TILING_KEYS`, e.g. ``{"max_dynamic_patch": 12}``; missing
+            keys take InternVL2/2.5/3-8B's values) when known.
+
+    Raises:
+        ValueError: ``base_url`` is not an http(s) URL, or ``max_model_len`` < 1.
+        TypeError: ``max_model_len`` is not an int, or ``tiling`` has an unknown key.
 
     """
 
@@ -384,7 +616,11 @@ class ServerClient:
         image_limit: int | None = None,
         allowed_local_media_path: str | os.PathLike[str] | None = None,
         timeout: float = 60.0,
+        max_model_len: int | None = None,
+        tiling: Mapping[str, Any] | None = None,
     ) -> None:
+        from cookbook.tiling import TILING_KEYS
+
         self._base_url = self._normalise_base_url(base_url)
         if api_key is None:
             api_key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
@@ -395,6 +631,19 @@ class ServerClient:
             Path(allowed_local_media_path).resolve() if allowed_local_media_path else None
         )
         self.timeout = float(timeout)
+        if max_model_len is not None and (
+            isinstance(max_model_len, bool) or not isinstance(max_model_len, int)
+        ):
+            raise TypeError(f"max_model_len must be an int or None, got {max_model_len!r}")
+        if max_model_len is not None and max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
+        unknown = set(tiling or {}) - set(TILING_KEYS)
+        if unknown:
+            raise TypeError(f"unknown tiling setting(s) {sorted(unknown)}; use {list(TILING_KEYS)}")
+        #: The server's context length in tokens, or None when unknown (no budget check).
+        self.max_model_len = max_model_len
+        #: The server's tiling settings, or None when unknown (no budget check).
+        self.tiling: dict[str, Any] | None = dict(tiling) if tiling is not None else None
 
     # ----------------------------------------------------------------- basics
 
@@ -563,6 +812,75 @@ class ServerClient:
 
         check_image_limit(num_images, self.image_limit, where="server")
 
+    def check_budget(self, image_sizes: Sequence[Any], max_tokens: int) -> int | None:
+        """Return the tokens a request needs at least, or raise when they exceed the budget.
+
+        Case C04 on the client: the image tokens (`cookbook.tiling.plan_images` with the
+        server's `tiling`) plus ``max_tokens`` must fit the server's `max_model_len`.
+        The client has no tokenizer, so the text tokens (chat template and question) count
+        as 0: the check is a lower bound, and a request it lets through can still be one
+        the server refuses for its length. As read in vLLM 0.23's code, the server refuses
+        a prompt longer than ``max_model_len`` and lowers ``max_tokens`` to fit the rest
+        (vllm/entrypoints/serve/utils/api_utils.py, ``get_max_tokens``); refusing here,
+        as the offline recipes do, means an answer is never cut short without a word.
+
+        Args:
+            image_sizes: ``(width, height)`` in pixels (or images with a ``.size``) of the
+                images as the server receives them; images of unknown size (http(s) URLs
+                the server fetches) are left out.
+            max_tokens: Most tokens to generate.
+
+        Returns:
+            Image tokens + ``max_tokens``, or None when the server's ``max_model_len`` or
+            tiling is unknown (an attached server): then nothing is checked.
+
+        Raises:
+            ValueError: The total exceeds ``max_model_len``; the message of
+                `cookbook.tiling.check_budget` (counts, budget, remedies).
+
+        """
+        if self.max_model_len is None or self.tiling is None:
+            return None
+        from cookbook.tiling import check_budget, plan_images
+
+        tiling = dict(self.tiling)
+        plans = plan_images(image_sizes, **tiling)
+        patch = tiling.pop("max_dynamic_patch", 12)
+        return check_budget(
+            [p.tokens for p in plans],
+            0,
+            max_tokens,
+            self.max_model_len,
+            patch,
+            image_sizes=[(p.width, p.height) for p in plans],
+            **tiling,
+        )
+
+    @staticmethod
+    def _sent_image_size(url: str) -> tuple[int, int] | None:
+        """Return (width, height) of the image behind an ``image_url`` string, if local.
+
+        For a data URL the payload is decoded and only the image header read; a
+        ``file://`` URL is read from this file system; http(s) URLs (fetched by the
+        server) give None. The server ignores the EXIF orientation tag, and so does this
+        size.
+        """
+        from PIL import Image
+
+        try:
+            if url[:5].lower() == "data:":
+                payload = "".join(url.split(",", 1)[1].split())
+                data = base64.b64decode(payload + "=" * (-len(payload) % 4))
+                with Image.open(io.BytesIO(data)) as img:
+                    return img.size
+            if url.lower().startswith("file://"):
+                path = urllib.parse.unquote(urllib.parse.urlparse(url).path)
+                with Image.open(path) as img:
+                    return img.size
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
     # ----------------------------------------------------------------- requests
 
     def _request_kwargs(
@@ -577,15 +895,27 @@ class ServerClient:
         extra_body: Mapping[str, Any] | None,
         sampling: Mapping[str, Any],
     ) -> tuple[dict[str, Any], int]:
+        # Everything that can be checked here is checked before the server is contacted
+        # (the model id may need GET /v1/models): a bad argument or a missing file is
+        # reported as such, not as a connection error.
+        if not isinstance(question, str):
+            raise TypeError(f"question must be a str, got {type(question).__name__}")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
         image_list = self._as_image_list(images)
         if check_limits:
             self.check_images(len(image_list))
+        messages = self.build_messages(question, image_list, system=system)
+        if check_limits and self.max_model_len is not None and self.tiling is not None:
+            content = messages[-1]["content"]
+            parts = content if isinstance(content, list) else []
+            urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
+            sizes = [size for size in map(self._sent_image_size, urls) if size is not None]
+            self.check_budget(sizes, max_tokens)
         kwargs, extra = _split_sampling(sampling, extra_body)
         request: dict[str, Any] = {
             "model": self.served_model,
-            "messages": self.build_messages(question, image_list, system=system),
+            "messages": messages,
             "max_tokens": max_tokens,
             "temperature": temperature,
             **kwargs,
@@ -648,9 +978,10 @@ class ServerClient:
             timeout: Seconds for the whole request; ``None`` uses the client default.
             stream: Stream the answer (`stream_chat` without a callback).
             system: Optional system message.
-            check_limits: Check the image count against the server's known limit before
-                sending (case C03). ``False`` sends anyway, so the server's own 400 comes
-                back as a `ServerError`.
+            check_limits: Check the image count against the server's known limit (case
+                C03) and the image tokens plus ``max_tokens`` against its known
+                ``max_model_len`` (case C04, `check_budget`) before sending. ``False``
+                sends anyway, so the server's own answer comes back.
             extra_body: vLLM request fields outside the OpenAI API.
             **sampling: More sampling settings. OpenAI ones (``top_p``, ``seed``,
                 ``stop``, ...) go as they are, vLLM extensions (``min_tokens``,
@@ -660,8 +991,12 @@ class ServerClient:
             A `ChatResult` with the text, usage token counts, finish reason and seconds.
 
         Raises:
-            ValueError: Too many images for the server's limit, or a bad argument, before
-                anything is sent.
+            ValueError: Too many images for the server's limit, image tokens plus
+                ``max_tokens`` beyond its ``max_model_len``, or a bad argument; raised
+                before the server is contacted.
+            TypeError: ``question`` is not a string, or ``images`` is a single image.
+            FileNotFoundError: An image path names no file (before the server is
+                contacted).
             ServerError: The server answered an error status (its message and status
                 included), the connection failed, or the timeout passed.
 
@@ -747,7 +1082,8 @@ class ServerClient:
             A `ChatResult` with the joined text and the streaming timings.
 
         Raises:
-            ValueError: As for `chat`, before anything is sent.
+            ValueError, TypeError, FileNotFoundError: As for `chat`, before the server is
+                contacted.
             ServerError: An error status, a lost connection or the timeout, also when it
                 happens in the middle of the stream.
 
@@ -835,12 +1171,13 @@ class ServerClient:
     def request_body(
         self, question: str, images: Iterable[Any] = (), *, max_tokens: int = 128
     ) -> dict[str, Any]:
-        """Return the JSON body of a ``POST /v1/chat/completions`` request."""
-        return {
-            "model": self.served_model,
-            "messages": self.build_messages(question, images),
-            "max_tokens": max_tokens,
-        }
+        """Return the JSON body of a ``POST /v1/chat/completions`` request.
+
+        The messages are built (and their images checked) before the model id is asked
+        from the server.
+        """
+        messages = self.build_messages(question, images)
+        return {"model": self.served_model, "messages": messages, "max_tokens": max_tokens}
 
     def curl_example(self, image_url: Any, question: str, *, max_tokens: int = 128) -> str:
         """Return a ``curl`` command that sends the same chat request, for display.
@@ -889,6 +1226,8 @@ def attach_server(
     allowed_local_media_path: str | os.PathLike[str] | None = None,
     timeout: float = 60.0,
     check: bool = True,
+    max_model_len: int | None = None,
+    tiling: Mapping[str, Any] | None = None,
 ) -> ServerClient:
     """Return a `ServerClient` for a server someone else runs (never stopped by us).
 
@@ -900,6 +1239,10 @@ def attach_server(
         allowed_local_media_path: The server's ``--allowed-local-media-path``, if any.
         timeout: Default seconds for one request.
         check: Ask ``/v1/models`` now, so that a wrong URL or key fails here.
+        max_model_len: The server's ``--max-model-len``, when you know it; with ``tiling``
+            it turns on the token budget check (`ServerClient.check_budget`). The server
+            does not report either, so by default the check is skipped.
+        tiling: The server's InternVL tiling settings, when you know them.
 
     Raises:
         ValueError: ``base_url`` is not an http(s) URL.
@@ -914,6 +1257,8 @@ def attach_server(
         image_limit=image_limit,
         allowed_local_media_path=allowed_local_media_path,
         timeout=timeout,
+        max_model_len=max_model_len,
+        tiling=tiling,
     )
     if check:
         served = client.models()
@@ -941,6 +1286,13 @@ class VLLMServer(ServerClient):
 
         with VLLMServer("tiny", limit_images=2) as server:
             print(server.chat("What is in this image?", [sample_image("cat")]).text)
+
+    The client side knows the server's settings from its command line, in every form
+    ``vllm serve`` accepts (extra_args included): ``image_limit``
+    (``--limit-mm-per-prompt``), ``max_model_len`` (``--max-model-len``) and ``tiling``
+    (the checkpoint's config with ``--hf-overrides`` and ``--mm-processor-kwargs``), so
+    too many images (C03) or too many tokens (C04) are refused before a request is sent.
+    A setting the command line does not settle for sure is None, and not checked.
 
     Args:
         model: A support-matrix key, hub id or local checkpoint directory
@@ -1039,6 +1391,8 @@ class VLLMServer(ServerClient):
             image_limit=_image_limit_from_args(self.command),
             allowed_local_media_path=local_media,
             timeout=timeout,
+            max_model_len=_max_model_len_from_args(self.command),
+            tiling=_tiling_from_args(self.command, self.spec, _model_from_command(self.command)),
         )
         #: File with the server's output; a temporary file is made at `start` when None.
         self.log_path: Path | None = Path(log_path) if log_path is not None else None

@@ -399,8 +399,12 @@ def check_budget(
     Raises:
         TypeError: If a count is not an int.
         ValueError: If the total exceeds ``max_model_len``; the message states the count,
-            the budget and the remedies: fewer images (how many fit), a lower
-            ``max_dynamic_patch`` (which value fits, if any), a larger ``max_model_len``.
+            the budget and only the remedies that can help: a lower ``max_tokens`` (the
+            largest that fits) when the prompt itself fits, fewer images (how many fit)
+            and a lower ``max_dynamic_patch`` (which value fits, never below
+            ``min_dynamic_patch``) when there are images and room for some of them, a
+            shorter prompt when its text alone is too long, and always a larger
+            ``max_model_len``.
 
     """
     if isinstance(image_tokens, int):  # a bool is refused by _check_int
@@ -427,26 +431,34 @@ def check_budget(
         f"{max_model_len} ({needed - max_model_len} over)."
     )
     remedies: list[str] = []
-    room = max_model_len - text_tokens - answer
-    if room < 0:
+    prompt_tokens = total_images + text_tokens
+    room = max_model_len - text_tokens - answer  # left for images at this max_tokens
+    if answer and prompt_tokens < max_model_len:
+        # The prompt fits: a smaller answer budget alone is enough.
         remedies.append(
-            f"the text and max_tokens alone need {text_tokens + answer}: lower max_tokens "
-            f"or shorten the prompt"
+            f"lower max_tokens from {answer} to at most {max_model_len - prompt_tokens} "
+            f"(the prompt itself takes {prompt_tokens} tokens)"
         )
-    if per_image:
-        fit, acc = 0, 0
-        for t in per_image:
-            if acc + t > room:
-                break
-            acc, fit = acc + t, fit + 1
+    elif text_tokens >= max_model_len:
+        remedies.append(f"shorten the prompt: its text alone takes {text_tokens} tokens")
+    elif room <= 0:
+        # Neither a smaller answer nor fewer images helps alone.
         remedies.append(
-            f"send fewer images: the first {fit} of {len(per_image)} fit"
-            if fit
-            else "send fewer images: not even the first image fits"
+            f"lower max_tokens and send fewer or smaller images: the text and max_tokens "
+            f"alone need {text_tokens + answer} tokens"
         )
-    else:
-        remedies.append("send fewer images")
-    remedies.append(_patch_remedy(max_dynamic_patch, room, num_images, image_sizes, tiling))
+    if total_images and room > 0:
+        if per_image is not None:
+            fit, acc = 0, 0
+            for t in per_image:
+                if acc + t > room:
+                    break
+                acc, fit = acc + t, fit + 1
+            if fit:
+                remedies.append(f"send fewer images: the first {fit} of {len(per_image)} fit")
+        else:
+            remedies.append("send fewer images")
+        remedies.append(_patch_remedy(max_dynamic_patch, room, num_images, image_sizes, tiling))
     remedies.append(
         f"raise max_model_len to at least {needed} (engine max_model_len / server "
         f"--max-model-len; needs more KV cache memory)"
@@ -462,12 +474,18 @@ def _patch_remedy(
     tiling: Mapping[str, Any],
 ) -> str:
     # engine_args/create_engine pick the vLLM setting (mm_processor_kwargs or hf_overrides).
+    # Candidates stop at min_dynamic_patch: vLLM refuses a max below the min.
     setting = "max_dynamic_patch={n} in cookbook's engine_args or create_engine"
-    if current <= 1:
-        return "max_dynamic_patch is already 1 (one tile per image)"
+    lowest = max(1, int(tiling.get("min_dynamic_patch", 1)))
+    if current <= lowest:
+        if lowest == 1:
+            return "max_dynamic_patch is already 1 (one tile per image)"
+        return f"max_dynamic_patch ({current}) is already at min_dynamic_patch ({lowest})"
+    candidates = range(current - 1, lowest - 1, -1)
     if image_sizes is not None:
         extra = {k: v for k, v in tiling.items() if k != "max_dynamic_patch"}
-        for candidate in range(current - 1, 0, -1):
+        total = 0
+        for candidate in candidates:
             plans = plan_images(image_sizes, max_dynamic_patch=candidate, **extra)
             total = sum(p.tokens for p in plans)
             if total <= room:
@@ -475,7 +493,10 @@ def _patch_remedy(
                     f"lower max_dynamic_patch from {current} to {candidate} "
                     f"({setting.format(n=candidate)}): these images then take {total} tokens"
                 )
-        return f"no max_dynamic_patch fits these images (even 1 tile each is {total} tokens)"
+        return (
+            f"no max_dynamic_patch fits these images (even {lowest} gives {total} tokens "
+            f"for {room} left)"
+        )
     if num_images:
         per_tile = tokens_per_tile(
             tiling.get("image_size", 448),
@@ -483,7 +504,7 @@ def _patch_remedy(
             tiling.get("downsample_ratio", 0.5),
         )
         thumb = bool(tiling.get("use_thumbnail", True))
-        for candidate in range(current - 1, 0, -1):
+        for candidate in candidates:
             worst_tiles = candidate + int(thumb and candidate > 1)
             worst = num_images * (worst_tiles * per_tile + IMAGE_WRAPPER_TOKENS)
             if worst <= room:

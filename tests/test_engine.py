@@ -112,3 +112,81 @@ def test_quiet_vllm_logs_keeps_a_user_setting(monkeypatch):
     monkeypatch.setenv("VLLM_LOGGING_LEVEL", "DEBUG")
     eng.quiet_vllm_logs()
     assert os.environ["VLLM_LOGGING_LEVEL"] == "DEBUG"
+
+
+# --- overrides go through cookbook.models.engine_args -----------------------------------
+
+
+def test_limit_mm_per_prompt_override_is_merged_not_replaced():
+    kwargs, _ = eng.build_engine_args(SPEC, "cpu", limit_mm_per_prompt={"video": 1})
+    assert kwargs["limit_mm_per_prompt"] == {"image": 4, "video": 1}
+    kwargs, _ = eng.build_engine_args(SPEC, "cpu", limit_images=2, limit_mm_per_prompt={"video": 0})
+    assert kwargs["limit_mm_per_prompt"] == {"image": 2, "video": 0}
+
+
+def test_tiling_in_mm_processor_kwargs_is_routed_like_engine_args():
+    from cookbook.models import engine_args
+
+    # InternVL3 (video-capable): vLLM 0.23 passes mm_processor_kwargs to its video
+    # processor too, which has no max_dynamic_patch, so the setting goes to hf_overrides.
+    kwargs, _ = eng.build_engine_args(SPEC, "cpu", mm_processor_kwargs={"max_dynamic_patch": 6})
+    assert "mm_processor_kwargs" not in kwargs
+    assert kwargs["hf_overrides"] == {"max_dynamic_patch": 6}
+    expected = engine_args(SPEC, mm_processor_kwargs={"max_dynamic_patch": 6})
+    assert {k: v for k, v in kwargs.items() if k in expected} == expected
+    # InternVL2 (image only): mm_processor_kwargs is the right place.
+    kwargs, _ = eng.build_engine_args(
+        resolve_model("internvl2-8b"), "cpu", mm_processor_kwargs={"max_dynamic_patch": 6}
+    )
+    assert kwargs["mm_processor_kwargs"] == {"max_dynamic_patch": 6}
+    assert "hf_overrides" not in kwargs
+
+
+def test_caller_none_removes_a_device_setting():
+    kwargs, _ = eng.build_engine_args(SPEC, "cpu", kv_cache_memory_bytes=None)
+    assert "kv_cache_memory_bytes" not in kwargs  # vLLM's own default applies
+    assert kwargs["enforce_eager"] is True
+
+
+def test_dict_settings_must_be_dicts():
+    with pytest.raises(TypeError, match="limit_mm_per_prompt must be a dict"):
+        eng.build_engine_args(SPEC, "cpu", limit_mm_per_prompt=8)
+
+
+def _engine(engine_args):
+    return eng.Engine(
+        llm=None,
+        spec=SPEC,
+        device="cpu",
+        engine_args=engine_args,
+        tokenizer=None,
+        hf_config=None,
+        stop_token_ids=[1],
+        tiling={},
+        startup_seconds=0.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        ({"image": 3}, 3),
+        ({"image": {"count": 8, "width": 512, "height": 512}}, 8),
+        ({"image": 2, "video": 1}, 2),
+        ({"video": 1}, eng.VLLM_DEFAULT_MM_LIMIT),  # vLLM's default for an unnamed modality
+        ({"image": {"width": 512}}, eng.VLLM_DEFAULT_MM_LIMIT),
+        (None, eng.VLLM_DEFAULT_MM_LIMIT),
+    ],
+)
+def test_engine_limit_images_reads_every_vllm_form(limit, expected):
+    args = {"model": "x"} if limit is None else {"model": "x", "limit_mm_per_prompt": limit}
+    assert _engine(args).limit_images == expected
+
+
+def test_engine_limit_images_from_built_arguments():
+    kwargs, _ = eng.build_engine_args(SPEC, "cpu", limit_mm_per_prompt={"video": 1})
+    assert _engine(kwargs).limit_images == 4
+    kwargs, _ = eng.build_engine_args(SPEC, "cpu", limit_mm_per_prompt={"image": {"count": 8}})
+    assert _engine(kwargs).limit_images == 8
+    with pytest.raises(TypeError, match="limit_mm_per_prompt\\['image'\\]"):
+        _ = _engine({"limit_mm_per_prompt": {"image": "8"}}).limit_images

@@ -102,6 +102,25 @@ def test_to_rgb_la():
     assert out.getpixel((1, 0)) == (50, 50, 50)
 
 
+def test_la_premultiplied_alpha_is_handled():
+    """Pillow converts mode La (premultiplied) to LA only, so the cookbook does it itself."""
+    la = Image.new("La", (4, 2), (0, 0))  # fully transparent
+    la.putpixel((1, 0), (50, 255))  # opaque grey 50
+    la.putpixel((2, 0), (10, 128))  # premultiplied: straight grey 20, alpha 128
+    out = to_rgb(la)
+    assert out.mode == "RGB" and out.size == (4, 2)
+    assert out.getpixel((0, 0)) == WHITE
+    assert out.getpixel((1, 0)) == (50, 50, 50)
+    # 20 at alpha 128 over white: 20 * 128/255 + 255 * 127/255 = 137
+    assert all(abs(c - 137) <= 1 for c in out.getpixel((2, 0))), out.getpixel((2, 0))
+    url = to_data_url(la)
+    assert mime(url) == "image/png"
+    sent = from_data_url(url)
+    assert sent.mode == "RGBA"  # what vLLM's server composites onto white
+    diff = np.abs(np.asarray(to_rgb(sent), dtype=int) - np.asarray(out, dtype=int))
+    assert diff.max() <= 1
+
+
 def test_to_rgb_palette_with_transparency_entry():
     img = p_transparent_image()
     assert img.convert("RGB").getpixel((0, 0)) == (0, 0, 0)  # what a plain convert gives
@@ -252,6 +271,72 @@ def test_load_image_refuses_bare_base64(tmp_path):
         from_data_url(text)
     with pytest.raises(ValueError, match="bare base64"):
         image_for_server(text)
+
+
+def test_long_bare_base64_is_refused_with_a_short_message():
+    """Real photos give base64 text longer than a file name may be (ENAMETOOLONG)."""
+    data = sample_image_path("cat").read_bytes()
+    texts = {
+        "photo": base64.b64encode(data).decode(),
+        "wrapped": base64.encodebytes(data).decode(),
+        "jpeg": base64.b64encode(jpeg_bytes(sample_image("cat"))).decode(),  # starts "/9j/"
+        "unknown": "A" * 300,
+    }
+    assert len(texts["photo"]) > 300_000 and texts["jpeg"].startswith("/9j/")
+    for name, text in texts.items():
+        for fn in (load_image, to_data_url, image_for_server, from_data_url):
+            with pytest.raises(ValueError, match="bare base64") as info:
+                fn(text)
+            assert not isinstance(info.value, OSError), (name, fn.__name__)
+            message = str(info.value)
+            assert "data:image/png;base64," in message, (name, fn.__name__)
+            assert len(message) < 600, (name, fn.__name__, len(message))
+
+
+def test_error_messages_never_quote_a_huge_input(tmp_path):
+    long_path = "/no/such/dir/" + "x" * 5000 + "/photo.png"
+    checks = [
+        (FileNotFoundError, lambda: load_image(long_path)),
+        (FileNotFoundError, lambda: load_image(Path(long_path))),
+        (FileNotFoundError, lambda: to_data_url("file://" + long_path)),
+        (ValueError, lambda: load_image("file://host" + long_path)),
+        (ValueError, lambda: load_image("ftp://example.invalid/" + "y" * 5000)),
+        (ValueError, lambda: from_data_url("data:image/png;base64," + "@" * 5000)),
+        (ValueError, lambda: from_data_url("data:image/png," + "z" * 5000)),
+        (ValueError, lambda: from_data_url("data:" + "t" * 5000 + ";base64,AAAA")),
+        (ValueError, lambda: from_data_url("not a data url " * 500)),
+        (ValueError, lambda: load_image(b"\x89PNG\r\n\x1a\n" + b"q" * 100_000)),
+    ]
+    for i, (exc_type, call) in enumerate(checks):
+        with pytest.raises(exc_type) as info:
+            call()
+        assert len(str(info.value)) < 800, (i, len(str(info.value)))
+    with pytest.raises(FileNotFoundError) as info:
+        load_image(long_path)
+    assert "photo.png" in str(info.value) and f"({len(long_path)} chars)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/data/camera_uploads/2024/holiday/IMG_20240101_sunset_over_the_mountains_final",
+        "camera_uploads/2024/holiday/IMG_20240101_sunset_over_the_mountains_final_v2",
+        "IMG_0001",
+    ],
+)
+def test_missing_path_without_extension_is_not_called_base64(path):
+    with pytest.raises(FileNotFoundError, match="image file not found") as info:
+        load_image(path)
+    assert path in str(info.value)
+    with pytest.raises(FileNotFoundError):
+        image_for_server(path)
+
+
+def test_long_name_without_separator_mentions_both_readings():
+    name = "IMG_20240101_sunset_over_the_mountains_final_version_two_edited_again"
+    with pytest.raises(ValueError, match="bare base64") as info:
+        load_image(name)
+    assert "no such file" in str(info.value)
 
 
 def test_load_image_undecodable_bytes_name_the_source(tmp_path):
@@ -462,6 +547,103 @@ def test_bad_data_urls_are_refused():
     jpg64 = base64.encodebytes(jpeg_bytes(random_rgb())).decode()
     assert "\n" in jpg64
     assert from_data_url("data:image/jpg;base64," + jpg64).format == "JPEG"
+    with pytest.raises(ValueError, match="mixes"):
+        from_data_url("data:image/png;base64,ab+c-d==")
+
+
+def variant_photo() -> tuple[Image.Image, bytes, str]:
+    """Return a PNG photo whose base64 text has '+' and '/' and needs '=' padding."""
+    for seed in range(50):
+        img = random_rgb(21, 17, seed=seed)
+        data = png_bytes(img)
+        text = base64.b64encode(data).decode()
+        if "+" in text and "/" in text and len(data) % 3:
+            return img, data, text
+    raise AssertionError("no suitable seed")
+
+
+DATA_URL_VARIANTS = {
+    "charset": lambda t: "data:image/png;charset=utf-8;base64," + t,
+    "upper BASE64": lambda t: "data:image/png;BASE64," + t,
+    "upper MIME": lambda t: "DATA:IMAGE/PNG;base64," + t,
+    "blank before base64": lambda t: "data:image/png; base64," + t,
+    "line breaks": lambda t: (
+        "data:image/png;base64," + "\n".join(t[i : i + 76] for i in range(0, len(t), 76))
+    ),
+    "blanks around": lambda t: "  data:image/png;base64, " + t + " \n",
+    "url-safe": lambda t: "data:image/png;base64," + t.replace("+", "-").replace("/", "_"),
+    "no padding": lambda t: "data:image/png;base64," + t.rstrip("="),
+    "percent-encoded": lambda t: (
+        "data:image/png;base64," + t.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+    ),
+    "alias x-png": lambda t: "data:image/x-png;base64," + t,
+}
+
+
+@pytest.mark.parametrize("variant", sorted(DATA_URL_VARIANTS))
+def test_data_url_variants_are_read_and_rebuilt_canonically(variant):
+    img, data, text = variant_photo()
+    canonical = "data:image/png;base64," + text
+    url = DATA_URL_VARIANTS[variant](text)
+    assert url != canonical
+    back = from_data_url(url)
+    assert back.format == "PNG" and np.array_equal(np.asarray(back), np.asarray(img))
+    assert np.array_equal(np.asarray(load_image(url)), np.asarray(img))
+    assert to_data_url(url) == canonical
+    assert image_for_server(url) == canonical
+    assert payload(to_data_url(url, "JPEG")) != data  # re-encoded when asked
+
+
+def test_data_url_is_made_server_safe_like_a_file(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways
+    sideways = tmp_path / "sideways.jpg"
+    random_rgb(30, 20).save(sideways, exif=exif.tobytes())
+    url = "data:image/jpeg;base64," + base64.b64encode(sideways.read_bytes()).decode()
+    sent = image_for_server(url)
+    assert mime(sent) == "image/jpeg" and from_data_url(sent).size == (20, 30)  # upright
+    la_url = "data:image/png;base64," + base64.b64encode(png_bytes(la_image())).decode()
+    assert from_data_url(image_for_server(la_url)).mode == "RGBA"
+
+
+@pytest.fixture
+def tiny_pixel_limit(monkeypatch):
+    """Lower Pillow's decompression-bomb limit so small images stand in for huge ones."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+
+
+@pytest.mark.parametrize(
+    ("size", "pixels"), [((40, 40), "1,600"), ((60, 50), "3,000")], ids=["warning", "error"]
+)
+def test_too_many_pixels_is_a_value_error_with_the_fix(
+    tmp_path, tiny_pixel_limit, monkeypatch, size, pixels
+):
+    """Above MAX_IMAGE_PIXELS Pillow warns, above twice that it raises: both -> ValueError."""
+    data = png_bytes(random_rgb(*size))
+    path = tmp_path / "huge.png"
+    path.write_bytes(data)
+    url = "data:image/png;base64," + base64.b64encode(data).decode()
+    for src in (data, path, str(path), url):
+        for fn in (load_image, to_data_url, image_for_server):
+            with pytest.raises(ValueError, match="decompression-bomb") as info:
+                fn(src)
+            message = str(info.value)
+            assert f"{pixels} pixels" in message, message
+            assert "MAX_IMAGE_PIXELS = 1,000" in message
+            assert "Downscale" in message
+    with pytest.raises(ValueError, match=f"{pixels} pixels"):
+        from_data_url(url)
+    with pytest.raises(ValueError, match="huge.png"):  # the message names the source
+        load_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # raised knowingly: it loads
+    assert load_image(path).size == size
+
+
+def test_too_many_pixels_with_pillows_own_limit():
+    """A 20000x10000 bilevel PNG is 45 KB but 200 million pixels: refused before decoding."""
+    big = Image.new("1", (20000, 10000), 1)
+    with pytest.raises(ValueError, match="200,000,000 pixels"):
+        load_image(png_bytes(big))
 
 
 def test_max_side_downscales_keeping_aspect(tmp_path):
@@ -624,3 +806,15 @@ def test_data_urls_decode_in_vllm_as_load_image_sees_them(tmp_path):
             assert served.size == (300, 451) and diff.mean() < 2.0, diff.mean()
         else:
             assert diff.max() <= 1, (name, diff.max())
+
+
+@pytest.mark.vllm
+def test_data_url_variants_decode_in_vllms_connector_once_rebuilt():
+    """vLLM's server-side fetch (MediaConnector) reads every rebuilt variant."""
+    from vllm.multimodal.media.connector import MediaConnector
+
+    connector = MediaConnector()
+    img, _, text = variant_photo()
+    for variant, build in sorted(DATA_URL_VARIANTS.items()):
+        served = connector.fetch_image(image_for_server(build(text)))
+        assert np.array_equal(np.asarray(served), np.asarray(img)), variant

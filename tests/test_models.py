@@ -411,3 +411,16 @@ def test_memory_estimate_needs_facts():
     bare = ModelSpec(key="x", model_id="x/y", llm_family="unknown", params_b=1.0)
     with pytest.raises(ValueError, match="num_layers"):
         memory_estimate_gib(bare)
+
+
+@pytest.mark.parametrize("key", ["limit_mm_per_prompt", "mm_processor_kwargs", "hf_overrides"])
+def test_engine_args_dict_settings_must_be_dicts(key):
+    spec = resolve_model("internvl3-8b")
+    with pytest.raises(TypeError, match=f"{key} must be a dict"):
+        engine_args(spec, **{key: [("image", 4)]})
+
+
+def test_engine_args_keeps_vllms_count_form_and_the_other_modalities():
+    spec = resolve_model("internvl3-8b")
+    args = engine_args(spec, limit_mm_per_prompt={"image": {"count": 8}, "video": 1})
+    assert args["limit_mm_per_prompt"] == {"image": {"count": 8}, "video": 1}

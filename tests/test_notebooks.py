@@ -69,25 +69,54 @@ def test_exactly_one_parameters_cell_with_typed_commented_literals(path):
     assert "results_path" in names and "smoke" in names and "model" in names
 
 
+def _bound_names(tree: ast.AST) -> list[tuple[str, int]]:
+    """Return (name, line) of every name a piece of code binds or deletes at any depth.
+
+    Assignments of every kind (``=``, ``+=``, annotated, tuple targets, ``for`` and
+    ``with ... as`` targets, ``:=``), ``del``, imports and ``def``/``class`` names.
+    """
+    bound = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.append((node.id, node.lineno))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                bound.append(((alias.asname or alias.name).split(".")[0], node.lineno))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.append((node.name, node.lineno))
+    return bound
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_parameters_are_not_reassigned_before_use(path):
-    """An untagged cell must not set a parameter again (it would beat papermill's value)."""
+    """No untagged cell sets a parameter again, not even under ``if smoke:``.
+
+    A reassigned parameter beats papermill's value, and the results record would then
+    hold a value the runner did not inject (its parameters check fails, e.g. with
+    ``-p smoke true``). A notebook derives a new name instead.
+    """
     nb = load(path)
     params_src = "".join(parameter_cells(nb)[0]["source"])
     names = {n.target.id for n in ast.parse(params_src).body}
-    for cell in nb["cells"]:
+    for index, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code" or "parameters" in cell.get("metadata", {}).get("tags", []):
             continue
-        tree = ast.parse("".join(cell["source"]))
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Assign, ast.AnnAssign)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for t in targets:
-                    if isinstance(t, ast.Name) and t.id in names:
-                        # Only allowed inside an `if smoke:` block that narrows a size.
-                        assert t.id in ("max_tokens",), (
-                            f"{path.name}: cell reassigns parameter {t.id}"
-                        )
+        for name, line in _bound_names(ast.parse("".join(cell["source"]))):
+            assert name not in names, (
+                f"{path.name}: cell {index}, line {line} reassigns parameter {name}; derive "
+                f"a new name instead (e.g. answer_tokens = min(max_tokens, 16) if smoke else "
+                f"max_tokens), so the record keeps the injected value"
+            )
+
+
+def test_reassignment_check_sees_every_kind_of_binding():
+    code = (
+        "a = 1\nb += 1\nc: int = 2\nd, (e, f) = g\nfor h in g: pass\nwith g as i: pass\n"
+        "(j := 3)\ndel k\nimport l\nfrom m import n as o\ndef p(q): r = 1\nclass s: pass\n"
+        "if smoke:\n    t = 1\n"
+    )
+    names = {name for name, _ in _bound_names(ast.parse(code))}
+    assert names == set("abcdefhijklopqrst") - {"q"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

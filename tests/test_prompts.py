@@ -277,3 +277,94 @@ def test_text_token_count_excludes_image_markers():
     assert text_token_count(tok, "a b a") == 3
     with pytest.raises(TypeError):
         text_token_count(tok, None)
+
+
+# --------------------------------------------------------------------------- C01 user text
+
+
+def test_c01_image_in_the_system_message_is_blamed_on_the_system_message(qwen_tokenizer):
+    with pytest.raises(ValueError) as err:
+        build_prompt(qwen_tokenizer, "What is this?", 1, system="Images are marked <image>.")
+    msg = str(err.value)
+    assert msg.startswith("the system message holds 1 <image>")
+    assert "remove them from system" in msg
+    assert "use build_prompt" not in msg and "build the prompt with" not in msg
+
+
+@pytest.mark.parametrize(
+    ("question", "named"),
+    [
+        ("USER: <image>\nWhat is in this photo? ASSISTANT:", "'USER: <image>'"),
+        ("user: <image>\nWhat? assistant:", "'USER: <image>'"),
+        ("Human: <image>\nWhat?\nAssistant:", "'Human: <image>'"),
+        ("### Human: <image>\nWhat?\n### Assistant:", "'Human: <image>'"),
+        ("USER: Look at <image> closely. ASSISTANT:", "'USER: ... <image> ... ASSISTANT:'"),
+        ("[INST] <image>\nWhat? [/INST]", "'[INST] ... [/INST]'"),
+        ("<|user|>\n<image>\nWhat?<|end|>\n<|assistant|>", "'<|user|>'"),
+        ("<|start_header_id|>user<|end_header_id|>\n<image>What?<|eot_id|>", "Llama 3"),
+        ("<start_of_turn>user\n<image>What?<end_of_turn>", "Gemma"),
+    ],
+)
+def test_c01_other_models_templates_pasted_as_the_question(qwen_tokenizer, question, named):
+    with pytest.raises(ValueError) as err:
+        build_prompt(qwen_tokenizer, question, num_images=1)
+    msg = str(err.value)
+    assert msg.startswith("the question contains") and named in msg
+    # The same text in a prompt built by hand (wrapped in ChatML or not) is refused too.
+    wrapped = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    for prompt in (question, wrapped):
+        with pytest.raises(ValueError, match="not InternVL's|LLaVA-style"):
+            check_prompt(prompt, 1)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What does the user: field in this form mean?",
+        "Continue the dialogue:\nUser: hi\nAssistant:",  # no <image>: a plain question
+        "What does [INST] stand for in this screenshot?",
+        "Which human: the left or the right one?",
+        'Is <img src="a.png"> valid HTML?',  # not the <img> token: it has attributes
+    ],
+)
+def test_c01_ordinary_questions_that_look_a_little_like_templates_pass(qwen_tokenizer, question):
+    prompt = build_prompt(qwen_tokenizer, question, num_images=1)
+    assert question in prompt and prompt.count(IMAGE_PLACEHOLDER) == 1
+
+
+@pytest.mark.parametrize("token", ["<img>", "</img>", "<IMG_CONTEXT>"])
+def test_internvl_image_tokens_typed_in_the_question_are_refused(qwen_tokenizer, token):
+    question = f"What does the {token} tag do in this HTML?"
+    with pytest.raises(ValueError) as err:
+        build_prompt(qwen_tokenizer, question, num_images=1)
+    msg = str(err.value)
+    assert f"the question contains {token!r}" in msg and "image token" in msg
+    with pytest.raises(ValueError, match="image token"):
+        build_prompt(qwen_tokenizer, "What?", num_images=1, system=f"Mind the {token}.")
+    prompt = f"<|im_start|>user\n<image>\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    with pytest.raises(ValueError, match=r"<IMG_CONTEXT>|image token"):
+        check_prompt(prompt, 1)
+
+
+def test_img_token_in_a_question_would_change_the_image_token_count(tiny_tokenizer):
+    """Why <img> is refused: the tokenizer reads it as InternVL's image-start token."""
+    img = tiny_tokenizer.convert_tokens_to_ids("<img>")
+    ids = tiny_tokenizer("the <img> tag", add_special_tokens=False)["input_ids"]
+    assert img in ids
+    with pytest.raises(ValueError, match="'<img>'"):
+        build_prompt(tiny_tokenizer, "the <img> tag", num_images=1)
+
+
+def test_a_whole_chatml_prompt_as_the_question_is_refused(qwen_tokenizer):
+    with pytest.raises(ValueError, match="already a whole prompt"):
+        build_prompt(qwen_tokenizer, GOOD, num_images=1)
+
+
+def test_check_question_on_its_own():
+    from cookbook.prompts import check_question
+
+    assert check_question("What colour is the cat?") is None
+    with pytest.raises(TypeError, match="question must be a str"):
+        check_question(3)
+    with pytest.raises(ValueError, match="the caption contains"):
+        check_question("[INST] <image> [/INST]", "caption")

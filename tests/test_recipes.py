@@ -108,6 +108,169 @@ def test_sampling_arguments_checked_first(tiny_tokenizer):
         recipes.sampling_params(engine, max_tokens=4, min_tokens=8)
 
 
+class EchoLLM(FakeLLM):
+    """Stands in for vllm.LLM where a test needs answers: two tokens for each prompt."""
+
+    def __init__(self, max_model_len):
+        super().__init__(max_model_len)
+        self.prompts = []
+
+    def generate(self, prompts, params, use_tqdm=False):
+        self.calls += 1
+        self.prompts.extend(prompts)
+        done = SimpleNamespace(text="", token_ids=[1, 2], finish_reason="length")
+        return [SimpleNamespace(prompt_token_ids=[0] * 5, outputs=[done]) for _ in prompts]
+
+
+@pytest.fixture
+def echo_engine(tiny_tokenizer, monkeypatch):
+    """An offline engine that answers, with sampling parameters built without vLLM."""
+    monkeypatch.setattr(
+        recipes,
+        "sampling_params",
+        lambda engine, max_tokens=128, **kw: SimpleNamespace(max_tokens=max_tokens),
+    )
+    engine = offline_engine(tiny_tokenizer, limit=4)
+    engine.llm = EchoLLM(engine.max_model_len)
+    return engine
+
+
+@pytest.mark.parametrize(
+    ("item", "says"),
+    [
+        (None, "got None"),
+        ("what is this?", "got a str ('what is this?')"),
+        ((photo(8, 8), "q", "extra"), "got a 3-item tuple"),
+        ({"prompt": "<image>\nq", "multi_modal_data": {}}, "vLLM prompt dict"),
+        ({"question": "q", "image": photo(8, 8)}, "'question' (required) and 'images'"),
+        ((photo(8, 8), 123), "question must be a str"),
+        (("q", photo(8, 8)), "images first"),
+    ],
+)
+def test_c10_a_malformed_item_is_its_own_error_result(tiny_tokenizer, item, says):
+    engine = offline_engine(tiny_tokenizer)
+    results = ask_batch(engine, [item, ("/nope.png", "Q1")], max_tokens=4)
+    assert [r.index for r in results] == [0, 1]
+    first = results[0].error
+    assert first.startswith("request 0: TypeError: ") and says in first
+    if "got" in says:  # names the accepted forms
+        assert "ImageRequest" in first and "(images, question)" in first
+    assert results[1].error.startswith("request 1: FileNotFoundError")
+    assert all(r.finish_reason is None for r in results)
+    assert engine.llm.calls == 0
+
+
+def test_c10_valid_items_still_run_beside_broken_ones(echo_engine, monkeypatch):
+    import io
+
+    from PIL import Image as PILImage
+
+    small = io.BytesIO()
+    photo(700, 700).save(small, format="PNG")
+    # Any exception while preparing an item stays with that item, here Pillow's
+    # DecompressionBombError (an image over 2 x MAX_IMAGE_PIXELS; the 451x300 cat is under).
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 200_000)
+    items = [
+        None,
+        {"question": "Q1: the dict form", "images": [photo(8, 8)]},
+        (small.getvalue(), "Q2: too many pixels"),
+        ("cat", "Q3: a sample name is one image"),
+        ImageRequest("Q4: one PIL image, not in a list", photo(8, 8)),
+        {"question": "Q5: no images"},
+    ]
+    results = ask_batch(echo_engine, items, max_tokens=4)
+    assert [r.index for r in results] == list(range(6))
+    assert [r.ok for r in results] == [False, True, False, True, True, True]
+    assert results[2].error.startswith("request 2: ") and "pixels" in results[2].error
+    assert [r.num_images for r in results[1:]] == [1, 1, 1, 1, 0]
+    assert results[1].question == "Q1: the dict form" and results[1].output_tokens == 2
+    assert echo_engine.llm.calls == 1 and len(echo_engine.llm.prompts) == 4
+
+
+def test_batch_error_text_is_capped(tiny_tokenizer, monkeypatch):
+    def load_image(src):
+        raise ValueError(f"cannot read {src}")
+
+    monkeypatch.setattr(recipes, "load_image", load_image)
+    engine = offline_engine(tiny_tokenizer)
+    (res,) = ask_batch(engine, [("A" * 20000, "q")], max_tokens=4)
+    assert res.error.startswith("request 0: ") and len(res.error) <= recipes.MAX_ERROR_CHARS
+    assert "characters in all" in res.error
+
+
+@pytest.mark.parametrize("requests", [ImageRequest("q", ["cat"]), "cat", {"question": "q"}])
+def test_batch_needs_a_list_of_requests(tiny_tokenizer, requests):
+    with pytest.raises(TypeError, match=r"wrap a single request in a list"):
+        ask_batch(offline_engine(tiny_tokenizer), requests, max_tokens=4)
+
+
+@pytest.mark.parametrize("single", ["astronaut", "cat", photo(8, 8), "path", "bytes"])
+def test_ask_images_takes_a_single_source_as_one_image(echo_engine, single):
+    from cookbook.images import sample_image_path
+
+    if single == "path":
+        single = sample_image_path("coffee")
+    elif single == "bytes":
+        single = sample_image_path("coffee").read_bytes()
+    res = ask_images(echo_engine, single, "What is this?", max_tokens=4)
+    assert res.ok and res.num_images == 1 and len(res.tiles) == 1
+    (sent,) = echo_engine.llm.prompts
+    assert sent["prompt"].count("<image>") == 1
+    assert not isinstance(sent["multi_modal_data"]["image"], list)
+
+
+def test_ask_images_still_takes_lists_and_generators(echo_engine):
+    res = ask_images(echo_engine, (photo(8, 8) for _ in range(2)), "Compare.", max_tokens=4)
+    assert res.num_images == 2 and "Image-2: <image>" in echo_engine.llm.prompts[0]["prompt"]
+
+
+def test_prepare_request_checks_the_question_before_loading_images(tiny_tokenizer, tmp_path):
+    engine = offline_engine(tiny_tokenizer)
+    # A missing image would raise FileNotFoundError; the bad question is reported first.
+    with pytest.raises(TypeError, match="question must be a str"):
+        prepare_request(engine, 42, [tmp_path / "missing.png"])
+    with pytest.raises(ValueError, match="'<img>'"):
+        prepare_request(engine, "What does <img> do?", [tmp_path / "missing.png"])
+
+
+def test_c04_message_for_a_too_large_max_tokens_talks_about_max_tokens(tiny_tokenizer):
+    engine = offline_engine(tiny_tokenizer, max_model_len=4096, limit=4)
+    for images in ([], [photo(64, 64)]):
+        with pytest.raises(ValueError) as info:
+            prepare_request(engine, "hi", images, max_tokens=10000)
+        remedies = str(info.value).split("Remedies: ")[1]
+        assert remedies.startswith("lower max_tokens from 10000 to at most ")
+        assert "fewer images" not in remedies and "max_dynamic_patch" not in remedies
+    assert engine.llm.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "says"),
+    [
+        ({"stop_token_ids": [2]}, ValueError, "not special tokens"),
+        ({"stop_token_ids": [10**9]}, ValueError, "not in the vocabulary"),
+        ({"stop_token_ids": ["<|im_end|>"]}, TypeError, "stop=\\['...'\\]"),
+        ({"stop_token_ids": 373}, TypeError, "list of token ids"),
+        ({"max_tokens": "16"}, TypeError, "max_tokens must be an int"),
+        ({"min_tokens": 1.5}, TypeError, "min_tokens must be an int"),
+        ({"temperature": "0.7"}, TypeError, "temperature must be a number"),
+    ],
+)
+def test_sampling_arguments_get_clear_errors(tiny_tokenizer, kwargs, error, says):
+    with pytest.raises(error, match=says):
+        recipes.sampling_params(offline_engine(tiny_tokenizer), **kwargs)
+
+
+@pytest.mark.vllm
+def test_extra_stop_token_ids_are_added_to_the_tokenizers(tiny_tokenizer):
+    engine = offline_engine(tiny_tokenizer)
+    engine.stop_token_ids = [373]  # <|im_end|> of the tiny tokenizer
+    im_start = tiny_tokenizer.convert_tokens_to_ids("<|im_start|>")
+    params = recipes.sampling_params(engine, max_tokens=4, stop_token_ids=[im_start])
+    assert params.stop_token_ids == sorted({373, im_start})
+    assert recipes.sampling_params(engine, max_tokens=4).stop_token_ids == [373]
+
+
 # --- the real engine ---------------------------------------------------------------
 
 

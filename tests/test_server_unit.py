@@ -190,6 +190,149 @@ def test_env_and_extra_args_override(tmp_path):
     assert "--api-key" in server.command
 
 
+# vLLM's FlexibleArgumentParser accepts the same setting in several spellings; the
+# client must read each as vLLM does (vllm/utils/argparse_utils.py, parse_args).
+LIMIT_FORMS = [
+    (["--limit-mm-per-prompt", '{"image": 5}'], 5),
+    (['--limit-mm-per-prompt={"image":8}'], 8),
+    (["--limit-mm-per-prompt.image", "8"], 8),
+    (["--limit-mm-per-prompt.image=8"], 8),
+    (["--limit_mm_per_prompt.image", "8"], 8),
+    (["--limit_mm_per_prompt", '{"image": 6}'], 6),
+    (["--limit-mm-per-prompt", '{"image": {"count": 7}}'], 7),
+    (["--limit-mm-per-prompt.image.count", "7"], 7),
+    (["--limit-mm-per-prompt.image", "1k"], 1000),
+    # Dotted keys are appended after every other argument, so they win over JSON ...
+    (["--limit-mm-per-prompt.image", "8", "--limit-mm-per-prompt", '{"image": 2}'], 8),
+    # ... and replace it: the image entry of the JSON is gone, vLLM's default applies.
+    (["--limit-mm-per-prompt", '{"image": 2}', "--limit-mm-per-prompt.video", "1"], 999),
+    (["--limit-mm-per-prompt", '{"image": 2}', "--limit-mm-per-prompt", '{"image": 3}'], 3),
+    (["--limit-mm-per-prompt", '{"video": 1}'], 999),
+    (["--limit-mm-per-prompt", '{"image": {"width": 512}}'], 999),
+    ([], 999),
+]
+
+UNKNOWN_LIMIT_FORMS = [
+    ["--limit-mm-per-prompt", "image=8"],  # not JSON: vLLM refuses it
+    ["--limit-mm-per-prompt", '{"image": -1}'],
+    ["--limit-mm-per-prompt", '{"image": true}'],
+    ["--limit-mm", '{"image": 3}'],  # an abbreviation argparse accepts
+    ["--config", "serve.yaml"],  # the file may set it
+    ["--language-model-only"],
+    ["--limit-mm-per-prompt.image"],  # no value
+]
+
+
+@pytest.mark.parametrize(("args", "limit"), LIMIT_FORMS)
+def test_image_limit_read_in_every_cli_form(args, limit):
+    assert srv._image_limit_from_args(["--model", "m", *args]) == limit
+
+
+@pytest.mark.parametrize("args", UNKNOWN_LIMIT_FORMS)
+def test_image_limit_unknown_when_the_command_does_not_settle_it(args):
+    assert srv._image_limit_from_args(["--model", "m", *args]) is None
+
+
+MAX_MODEL_LEN_FORMS = [
+    (["--max-model-len", "4096"], 4096),
+    (["--max-model-len=2048"], 2048),
+    (["--max_model_len", "8k"], 8000),
+    (["--max-model-len", "8K"], 8192),
+    (["--max-model-len", "4096", "--max-model-len", "1024"], 1024),
+    (["--max-model-len", "auto"], None),
+    (["--max-model-len", "-1"], None),
+    (["--max-model", "4096"], None),
+    ([], None),
+]
+
+
+@pytest.mark.parametrize(("args", "length"), MAX_MODEL_LEN_FORMS)
+def test_max_model_len_read_as_vllm_reads_it(args, length):
+    assert srv._max_model_len_from_args(["--model", "m", *args]) == length
+
+
+@pytest.mark.vllm
+def test_cli_readings_agree_with_vllms_own_parser():
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    def parsed(args):
+        parser = EngineArgs.add_cli_args(FlexibleArgumentParser())
+        return parser.parse_args(["--model", "m", *args])
+
+    for args, limit in LIMIT_FORMS:
+        value = parsed(args).limit_mm_per_prompt.get("image", {})
+        count = value.get("count", 999) if isinstance(value, dict) else value
+        assert count == limit, args
+    for args, length in MAX_MODEL_LEN_FORMS:
+        if length is not None:  # None: unknown to the client, nothing to compare
+            assert parsed(args).max_model_len == length, args
+    for args in (["--hf-overrides.max_dynamic_patch", "6"], ["--hf_overrides", '{"x": 1}']):
+        assert parsed(args).hf_overrides == srv._json_setting(args, "--hf-overrides")
+    for args in (
+        ["--mm-processor-kwargs", '{"max_dynamic_patch": 2}'],
+        ["--mm_processor_kwargs.max_dynamic_patch=3"],
+    ):
+        assert parsed(args).mm_processor_kwargs == srv._json_setting(args, "--mm-processor-kwargs")
+
+
+def test_dotted_image_limit_reaches_the_client_c03():
+    server = VLLMServer(
+        HUB_MODEL, device="cpu", use_cli=False, extra_args=["--limit-mm-per-prompt.image", "8"]
+    )
+    assert server.image_limit == 8
+    small = [Image.new("RGB", (8, 8))]
+    with pytest.raises(ServerError):  # 8 images pass the check; the port is closed
+        server.chat("q", small * 8, timeout=5)
+    with pytest.raises(ValueError, match="at most 8"):
+        server.chat("q", small * 9)
+
+
+def test_server_knows_its_budget_and_tiling():
+    server = VLLMServer(HUB_MODEL, device="cpu", use_cli=False, max_model_len=4096)
+    assert server.max_model_len == 4096
+    assert server.tiling is not None and server.tiling["max_dynamic_patch"] == 12
+    # InternVL3 (video-capable) takes max_dynamic_patch through --hf-overrides ...
+    fewer = VLLMServer(HUB_MODEL, device="cpu", use_cli=False, max_dynamic_patch=6)
+    assert "--hf-overrides" in fewer.command and fewer.tiling["max_dynamic_patch"] == 6
+    # ... InternVL2 through --mm-processor-kwargs, which the dotted form can also set.
+    v2 = VLLMServer("internvl2-8b", device="cpu", use_cli=False, max_dynamic_patch=6)
+    assert "--mm-processor-kwargs" in v2.command and v2.tiling["max_dynamic_patch"] == 6
+    dotted = VLLMServer(
+        "internvl2-8b",
+        device="cpu",
+        use_cli=False,
+        extra_args=["--mm-processor-kwargs.max_dynamic_patch", "2", "--max-model-len", "8k"],
+    )
+    assert dotted.tiling["max_dynamic_patch"] == 2 and dotted.max_model_len == 8000
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--mm-processor-kwargs", '{"image_size": 224}'],
+        ["--hf-overrides.force_image_size", "224"],
+        ["--hf-overrides", "not json"],
+        ["--max-model-len", "auto"],
+    ],
+)
+def test_budget_unknown_when_the_command_does_not_settle_it(extra):
+    server = VLLMServer(HUB_MODEL, device="cpu", use_cli=False, extra_args=extra)
+    assert server.tiling is None or server.max_model_len is None
+    # Unknown: nothing is refused, the request goes out (to a closed port here).
+    with pytest.raises(ServerError):
+        server.chat("q", [Image.new("RGB", (4000, 3000))] * 2, max_tokens=8000, timeout=5)
+
+
+def test_tiling_read_from_a_local_checkpoint(tmp_path):
+    ckpt = tmp_path / "Local"
+    ckpt.mkdir()
+    config = {"llm_config": {"model_type": "qwen2"}, "max_dynamic_patch": 4, "use_thumbnail": False}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    server = VLLMServer(str(ckpt), device="cpu", use_cli=False)
+    assert server.tiling["max_dynamic_patch"] == 4 and server.tiling["use_thumbnail"] is False
+
+
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="unknown model"):
         VLLMServer("no-such-model", device="cpu")
@@ -275,10 +418,22 @@ def test_single_image_not_in_a_list_is_refused(tmp_path):
         client.build_messages(None, [])
 
 
-def test_missing_image_file_fails_before_sending(tmp_path):
-    client = ServerClient(_closed_port_url(), model="m")
+@pytest.mark.parametrize("model", ["m", None])
+def test_missing_image_file_fails_before_sending(tmp_path, model):
+    # Without a model the client would ask GET /v1/models: the closed port proves it
+    # checks its own inputs first (a ServerError would mean it tried the server).
+    client = ServerClient(_closed_port_url(), model=model, image_limit=4)
+    missing = str(tmp_path / "nope.png")
     with pytest.raises(FileNotFoundError):
-        client.chat("q", [str(tmp_path / "nope.png")])
+        client.chat("q", [missing])
+    with pytest.raises(FileNotFoundError):
+        client.stream_chat("q", [missing])
+    with pytest.raises(FileNotFoundError):
+        client.request_body("q", [missing])
+    with pytest.raises(TypeError, match="question must be a str"):
+        client.chat(123, [Image.new("RGB", (8, 8))])
+    with pytest.raises(ValueError, match="max_tokens"):
+        client.chat("q", max_tokens=0)
 
 
 def test_sampling_split_between_openai_and_extra_body():
@@ -372,6 +527,69 @@ def test_too_many_images_refused_before_sending_c03():
     ServerClient(_closed_port_url(), model="m").check_images(99)  # unknown limit: no check
 
 
+def test_token_budget_refused_before_sending_c04(tmp_path):
+    # One 4000x3000 photo: 13 tiles = 3330 tokens; + 1000 max_tokens > 4096.
+    server = VLLMServer(HUB_MODEL, device="cpu", use_cli=False, max_model_len=4096)
+    photo = Image.new("RGB", (4000, 3000))
+    path = tmp_path / "big.png"
+    photo.save(path)
+    for image in (photo, str(path), path.read_bytes()):
+        with pytest.raises(ValueError) as info:
+            server.chat("q", [image], max_tokens=1000)
+        text = str(info.value)
+        assert "4330" in text and "4096" in text and "max_model_len" in text
+    with pytest.raises(ValueError, match="4330"):
+        server.stream_chat("q", [photo], max_tokens=1000)
+    with pytest.raises(ValueError, match="max_model_len is 4096"):
+        server.chat("q", max_tokens=5000)  # no image: the answer alone is too long
+    # Within the budget, or with the check off, the request is sent (closed port).
+    with pytest.raises(ServerError):
+        server.chat("q", [photo], max_tokens=766, timeout=5)
+    with pytest.raises(ServerError):
+        server.chat("q", [photo], max_tokens=1000, check_limits=False, timeout=5)
+    assert server.check_budget([(4000, 3000)], 766) == 4096
+
+
+def test_token_budget_follows_the_tiling():
+    # max_dynamic_patch=6: the same photo is 3x2 + thumbnail = 7 tiles = 1794 tokens.
+    server = VLLMServer(
+        HUB_MODEL, device="cpu", use_cli=False, max_model_len=4096, max_dynamic_patch=6
+    )
+    assert server.check_budget([(4000, 3000)], 1000) == 2794
+    with pytest.raises(ServerError):
+        server.chat("q", [Image.new("RGB", (4000, 3000))], max_tokens=1000, timeout=5)
+
+
+def test_token_budget_skipped_when_unknown():
+    big = [Image.new("RGB", (4000, 3000))] * 4
+    client = ServerClient(_closed_port_url(), model="m")  # attached: nothing known
+    assert client.check_budget([(4000, 3000)] * 4, 100000) is None
+    with pytest.raises(ServerError):
+        client.chat("q", big, max_tokens=100000, timeout=5)
+    half = ServerClient(_closed_port_url(), model="m", max_model_len=4096)  # no tiling
+    with pytest.raises(ServerError):
+        half.chat("q", big, max_tokens=100000, timeout=5)
+
+
+def test_token_budget_counts_only_images_of_known_size():
+    # http(s) images are fetched by the server: their size, so their tokens, are unknown.
+    client = ServerClient(_closed_port_url(), model="m", max_model_len=600, tiling={})
+    remote = ["https://example.com/a.png"] * 3
+    with pytest.raises(ServerError):
+        client.chat("q", remote, max_tokens=100, timeout=5)
+    with pytest.raises(ValueError, match="774 image tokens for 3 image"):  # 3 x (256 + 2)
+        client.chat("q", [Image.new("RGB", (8, 8))] * 3, max_tokens=100)
+
+
+def test_budget_settings_are_checked():
+    with pytest.raises(ValueError, match="max_model_len"):
+        ServerClient("http://h:1", max_model_len=0)
+    with pytest.raises(TypeError, match="max_model_len"):
+        ServerClient("http://h:1", max_model_len="4096")
+    with pytest.raises(TypeError, match="tiling"):
+        ServerClient("http://h:1", tiling={"tiles": 3})
+
+
 def test_connection_refused_is_a_server_error():
     url = _closed_port_url()
     client = ServerClient(url, model="m")
@@ -392,6 +610,9 @@ def test_connection_refused_is_a_server_error():
 
 
 class _Handler(BaseHTTPRequestHandler):
+    #: "METHOD path" of every request received, in order.
+    seen: list[str] = []
+
     def log_message(self, *args):  # keep test output quiet
         pass
 
@@ -407,12 +628,14 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up first (the timeout test)
 
     def do_GET(self):  # noqa: N802
+        self.seen.append(f"GET {self.path}")
         if self.path == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": "stand-in", "object": "model"}]})
         else:
             self._send(200, {})
 
     def do_POST(self):  # noqa: N802
+        self.seen.append(f"POST {self.path}")
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length))
         text = body["messages"][-1]["content"]
@@ -441,6 +664,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def stand_in():
+    _Handler.seen.clear()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -462,6 +686,20 @@ def test_http_error_keeps_status_and_server_message(stand_in):
     with pytest.raises(ServerError) as info:
         client.stream_chat("q")
     assert info.value.status == 400
+
+
+def test_bad_input_sends_no_request_at_all(stand_in, tmp_path):
+    client = attach_server(stand_in, check=False, image_limit=2)  # model not known yet
+    with pytest.raises(FileNotFoundError):
+        client.chat("q", [str(tmp_path / "nope.png")])
+    with pytest.raises(TypeError):
+        client.chat(None, [Image.new("RGB", (8, 8))])
+    with pytest.raises(ValueError, match="at most 2"):
+        client.chat("q", [Image.new("RGB", (8, 8))] * 3)
+    assert _Handler.seen == []
+    with pytest.raises(ServerError):  # a valid request: the model is asked, then it is sent
+        client.chat("q", [Image.new("RGB", (8, 8))])
+    assert _Handler.seen == ["GET /v1/models", "POST /v1/chat/completions"]
 
 
 def test_timeout_is_a_server_error_within_the_timeout(stand_in):

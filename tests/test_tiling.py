@@ -441,3 +441,80 @@ def test_prompt_length_and_budget_match_the_engine(monkeypatch):
             )
     finally:
         llm.llm_engine.engine_core.shutdown()
+
+
+# --------------------------------------------------------------------------- C04 remedies
+
+
+def test_c04_no_images_offers_only_max_tokens_and_max_model_len():
+    with pytest.raises(ValueError) as err:
+        check_budget([], 148, 10000, 4096, 12)
+    msg = str(err.value)
+    assert "lower max_tokens from 10000 to at most 3948" in msg
+    assert "raise max_model_len to at least 10148" in msg
+    assert "image" not in msg.split("Remedies:")[1]
+    assert "max_dynamic_patch" not in msg
+
+
+def test_c04_answer_budget_is_the_cause_so_it_leads_and_image_remedies_stay_out():
+    sizes = [(64, 64)]
+    per_image = [p.tokens for p in plan_images(sizes)]  # 258
+    with pytest.raises(ValueError) as err:
+        check_budget(per_image, 149, 10000, 4096, 12, image_sizes=sizes)
+    remedies = str(err.value).split("Remedies: ")[1]
+    assert remedies.startswith(f"lower max_tokens from 10000 to at most {4096 - 149 - 258}")
+    assert "fewer images" not in remedies and "max_dynamic_patch" not in remedies
+    # That remedy is right: the request fits with exactly that max_tokens.
+    assert check_budget(per_image, 149, 4096 - 149 - 258, 4096, 12) == 4096
+
+
+def test_c04_lower_max_tokens_offered_beside_image_remedies_when_both_help():
+    # 2 x 3330 image tokens + 100 text = 6760 fit 8192; a 4000-token answer does not.
+    with pytest.raises(ValueError) as err:
+        check_budget([3330, 3330], 100, 4000, 8192, 12)
+    msg = str(err.value)
+    assert "lower max_tokens from 4000 to at most 1432" in msg
+    assert "the first 1 of 2 fit" in msg and "lower max_dynamic_patch" in msg
+
+
+def test_c04_text_and_answer_leave_no_room_for_images():
+    with pytest.raises(ValueError) as err:
+        check_budget([258], 8000, 512, 8192, 12)
+    msg = str(err.value)
+    assert "lower max_tokens and send fewer or smaller images" in msg
+    assert "the first" not in msg and "lower max_dynamic_patch" not in msg
+
+
+def test_c04_text_alone_too_long_asks_for_a_shorter_prompt():
+    with pytest.raises(ValueError) as err:
+        check_budget([], 9000, 10, 8192, 12)
+    msg = str(err.value)
+    assert "shorten the prompt: its text alone takes 9000 tokens" in msg
+    assert "lower max_tokens" not in msg
+
+
+def test_c04_raised_min_dynamic_patch_keeps_the_budget_message():
+    sizes = [(1792, 1344)] * 8
+    plans = plan_images(sizes, max_dynamic_patch=12, min_dynamic_patch=4)
+    with pytest.raises(ValueError) as err:
+        check_budget(
+            [p.tokens for p in plans], 40, 256, 8192, 12, image_sizes=sizes, min_dynamic_patch=4
+        )
+    msg = str(err.value)
+    assert "request needs 26936 tokens" in msg and "must not exceed" not in msg
+    # 4 is the lowest max_dynamic_patch tried: 2x2 + thumbnail = 1282 tokens each.
+    assert "even 4 gives 10256 tokens" in msg
+
+
+def test_c04_patch_remedy_never_goes_below_min_dynamic_patch():
+    # Without a minimum, max_dynamic_patch 2 fits 8 images of any size (8 x 770 tokens).
+    with pytest.raises(ValueError, match="from 12 to 2"):
+        check_budget([3330] * 8, 10, 10, 8192, 12)
+    # With min_dynamic_patch 3 (vLLM refuses a max below the min) nothing fits.
+    with pytest.raises(ValueError) as err:
+        check_budget([3330] * 8, 10, 10, 8192, 12, min_dynamic_patch=3)
+    msg = str(err.value)
+    assert "no max_dynamic_patch fits 8 image(s)" in msg and "to 2" not in msg
+    with pytest.raises(ValueError) as err:
+        check_budget([3330] * 40, 10, 10, 8192, 3, min_dynamic_patch=3)
+    assert "max_dynamic_patch (3) is already at min_dynamic_patch (3)" in str(err.value)
