@@ -238,7 +238,7 @@ def test_serve_command_runs_and_ctrl_c_leaves_nothing_behind():
     import httpx
     import psutil
 
-    from cookbook.server import find_free_port
+    from cookbook.server import _die_with_parent, find_free_port
 
     port = find_free_port()
     env = dict(os.environ)
@@ -254,6 +254,8 @@ def test_serve_command_runs_and_ctrl_c_leaves_nothing_behind():
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
+        # If pytest itself is killed, the serve command (and so its server) goes too.
+        preexec_fn=_die_with_parent,
     )
     lines: queue.Queue[str] = queue.Queue()
     seen: list[str] = []
