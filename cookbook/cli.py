@@ -144,6 +144,10 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, interrupt) if in_main_thread else None
+    # A process started in the background by a non-interactive shell inherits SIGINT as
+    # ignored, and Python then never raises KeyboardInterrupt: Ctrl-C (or `kill -INT`)
+    # must still stop the server, so the handler is installed explicitly.
+    previous_sigint = signal.signal(signal.SIGINT, interrupt) if in_main_thread else None
     ready = False
     try:
         print(f"command:  {server.command_line}", flush=True)
@@ -173,12 +177,13 @@ def _serve(args: argparse.Namespace) -> int:
         return 0 if ready else 130
     finally:
         # A second Ctrl-C while stopping must not cut the stop short (orphans).
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+        if in_main_thread:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             server.stop()
         finally:
             if in_main_thread:
-                signal.signal(signal.SIGINT, previous_int)
+                signal.signal(signal.SIGINT, previous_sigint)
                 signal.signal(signal.SIGTERM, previous)
         if ready:
             print("stopped", flush=True)
