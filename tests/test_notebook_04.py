@@ -116,18 +116,9 @@ def _server_processes(model_dir: str, port: int, since: float) -> list:
 
 
 def _group(pgid: int) -> list:
-    import os
+    from cookbook.server import _group_members
 
-    import psutil
-
-    alive = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except (ProcessLookupError, psutil.Error, OSError):
-            continue
-    return alive
+    return _group_members(pgid)
 
 
 @pytest.mark.notebook

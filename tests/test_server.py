@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from cookbook.images import sample_image, sample_image_path
-from cookbook.server import ServerError, VLLMServer, attach_server
+from cookbook.server import ServerError, VLLMServer, _group_members, attach_server
 from cookbook.tiling import image_token_count, tiling_from_config
 
 pytestmark = [
@@ -52,14 +52,7 @@ def _expected_image_tokens(server: VLLMServer, img: Image.Image) -> int:
 
 
 def _alive_in_group(pgid: int) -> list:
-    alive = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except (ProcessLookupError, psutil.Error, OSError):
-            continue
-    return alive
+    return _group_members(pgid)
 
 
 def _alive(procs: list) -> list:
