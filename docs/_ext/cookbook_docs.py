@@ -1,41 +1,26 @@
-"""Sphinx extension that writes the generated parts of the cookbook's documentation.
+"""Sphinx extension: the parts of the docs site that MyST-NB does not make by itself.
 
-At the start of every build (``builder-inited``) it writes, into the docs source:
-
-* ``notebooks/``: one page per notebook of ``notebooks/manifest.toml``, in manifest order.
-  Each page is a *copy* of the latest executed notebook (``build/notebooks/NAME.ipynb``,
-  written by ``python -m cookbook run-notebooks --profile cpu``) with a note added at the
-  top that says what produced the outputs. Without an up-to-date, complete executed copy
-  the committed notebook (no outputs) is copied instead and the note says it was not
-  executed. The committed notebooks are never modified.
-* ``_generated/support_matrix.csv`` and ``_generated/support_matrix_notes.md``: the
-  support matrix, read from ``cookbook.models.SUPPORT_MATRIX``.
-* ``_generated/troubleshooting.md``: every error of ``troubleshooting.CASES``, triggered
-  for real and quoted (see ``troubleshooting.py``).
-* ``api/``: one API page per module of the ``cookbook`` package.
-
-Environment variables:
-    COOKBOOK_DOCS_EXECUTED_DIR: where the executed notebooks are (default
-        ``build/notebooks`` in the repository).
-    COOKBOOK_DOCS_REQUIRE_EXECUTED: ``1`` makes the build fail (exit status 1) when a
-        notebook page would show a notebook that was not executed (missing, incomplete or
-        out-of-date copy) or whose run failed. Notebooks the manifest skips on the CPU are
-        exempt.
-
-After the build, ``_cookbook/notebook_pages.json`` in the HTML output lists each notebook
-page, its status and what it must show; the browser tests read it.
+At ``builder-inited`` it writes ``notebooks/`` into the docs source: each notebook of
+``notebooks/manifest.toml``, in order, copied from the executed notebooks in
+``build/notebooks/`` (``COOKBOOK_DOCS_EXECUTED_DIR``), with a note on what produced the
+outputs, a "What this page shows" block from its results file, MyST-NB tags that hide the
+input of bookkeeping cells, and the run's absolute paths shortened. With
+``COOKBOOK_DOCS_REQUIRE_EXECUTED=1`` a missing, out-of-date, incomplete or failed run fails
+the build. It also writes the support matrix, the API pages, and into the HTML output
+``_cookbook/notebook_pages.json``: what the browser tests look for on each notebook page.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
-import csv
-import io
+import html
 import json
 import os
 import pkgutil
 import re
-import sys
+import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -43,371 +28,260 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
-
-DOCS = Path(__file__).resolve().parent.parent
-REPO = DOCS.parent
-PAGES_JSON = "_cookbook/notebook_pages.json"
-# Cell tag that marks the note this extension adds to each notebook page.
-NOTE_TAG = "cookbook-docs-note"
-# The facts line that only the answer block of cookbook.display.answer_html contains.
-ANSWER_RE = re.compile(r"prompt tokens \d+ · output tokens \d+ · finish reason")
+REPO = Path(__file__).resolve().parents[2]
+#: A code cell is bookkeeping when each statement is an import or one of these calls.
+BOOKKEEPING = re.compile(r"\b(detect_device|set_device_env|results\.write|shutdown)\(|\.stop\(\)")
+WIDGET = "application/vnd.jupyter.widget-view+json"  # tqdm's progress bars: no use on a page
+SHOWN = ("executed", "failed")  # the statuses whose page shows the run's outputs
 
 
-def write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` to ``path`` unless it already holds it; return True when written.
-
-    Leaving unchanged files alone keeps their modification times, so Sphinx re-reads only
-    the pages whose generated content changed.
-    """
+def write_if_changed(path: Path, text: str) -> None:
+    """Write ``text`` unless ``path`` holds it already (Sphinx re-reads changed files only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return False
-    path.write_text(text, encoding="utf-8")
-    return True
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
 
 
-def remove_others(folder: Path, keep: set[Path]) -> None:
-    """Delete the files under ``folder`` that are not in ``keep`` (stale generated pages)."""
-    if not folder.is_dir():
-        return
-    for path in sorted(folder.rglob("*"), reverse=True):
-        if path.is_file() and path not in keep:
-            path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-
-
-def truthy(name: str) -> bool:
-    """Return True when the environment variable ``name`` is set to a true value."""
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-# --------------------------------------------------------------------------------------
-# Notebook pages
-# --------------------------------------------------------------------------------------
-
-
-def cell_text(cell: dict[str, Any]) -> str:
-    """Return a cell's source as one string (nbformat allows a list of lines)."""
+def source(cell: dict[str, Any]) -> str:
+    """Return a cell's source as one string."""
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else str(src)
 
 
-def _tags(cell: dict[str, Any]) -> list[str]:
-    return list(cell.get("metadata", {}).get("tags", []))
+def signature(nb: Any) -> list[tuple[str, str]]:
+    """Return (type, source) of each cell but papermill's injected one: equal when up to date."""
+    tagged = [(c, c.get("metadata", {}).get("tags", [])) for c in nb.cells]
+    return [(c.cell_type, source(c).strip()) for c, t in tagged if "injected-parameters" not in t]
 
 
-def cell_signature(nb: dict[str, Any]) -> list[tuple[str, str]]:
-    """Return (cell type, source) of every cell except papermill's injected parameters."""
-    return [
-        (c["cell_type"], cell_text(c).strip())
-        for c in nb.get("cells", [])
-        if "injected-parameters" not in _tags(c)
-    ]
-
-
-def notebook_title(nb: dict[str, Any], default: str) -> str:
-    """Return the text of the notebook's first H1 heading, or ``default``."""
-    for cell in nb.get("cells", []):
-        if cell["cell_type"] != "markdown":
-            continue
-        for line in cell_text(cell).splitlines():
-            if line.startswith("# "):
-                return line[2:].strip()
-    return default
-
-
-def count_outputs(nb: dict[str, Any]) -> dict[str, int | bool]:
-    """Return what the rendered page of an executed notebook must show.
-
-    Returns:
-        ``{"output_cells", "images", "answers"}``: code cells with at least one output,
-        images in the outputs (``<img`` tags in HTML outputs, or image/* outputs without
-        HTML) and answer blocks of ``cookbook.display.answer_html``.
-    """
-    output_cells = images = answers = 0
-    for cell in nb.get("cells", []):
-        if cell["cell_type"] != "code" or not cell.get("outputs"):
-            continue
-        output_cells += 1
-        for out in cell["outputs"]:
-            data = out.get("data", {})
-            html = data.get("text/html")
-            if html is not None:
-                html = "".join(html) if isinstance(html, list) else str(html)
-                images += len(re.findall(r"<img\b", html))
-                answers += len(ANSWER_RE.findall(html))
-            elif any(k.startswith("image/") for k in data):
-                images += 1
-    return {"output_cells": output_cells, "images": images, "answers": answers}
-
-
-def has_outputs(nb: dict[str, Any]) -> bool:
-    """Return True when any code cell of ``nb`` has an output."""
-    return any(c["cell_type"] == "code" and c.get("outputs") for c in nb.get("cells", []))
-
-
-def run_reports(executed_dir: Path) -> dict[str, dict[str, Any]]:
-    """Return the runner's reports (``run.json``) by notebook name; empty when absent."""
-    path = executed_dir / "run.json"
-    if not path.exists():
-        return {}
+def is_bookkeeping(cell: dict[str, Any]) -> bool:
+    """Return True for a code cell that only imports, sets up, writes results or shuts down."""
+    text = source(cell)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return {r["name"]: r | {"profile": data.get("profile")} for r in data.get("reports", [])}
+        body = ast.parse(text).body
+    except SyntaxError:  # IPython syntax (``!curl ...``) is never bookkeeping
+        return False
+    imports = ast.Import | ast.ImportFrom
+    work = [ast.get_source_segment(text, s) or "" for s in body if not isinstance(s, imports)]
+    return bool(work) and all(BOOKKEEPING.search(w) for w in work)
 
 
-def describe_run(params: dict[str, Any]) -> str:
-    """Return the words that say which model and device produced the outputs."""
-    model = params.get("model", "?")
-    device = params.get("device", "?")
-    if model == "tiny":
-        where = "the CPU" if device == "cpu" else f"device `{device}`"
-        return (
-            f"the cookbook's **tiny random-weight InternVL checkpoint** on {where}, with "
-            "vLLM's CPU build. Its answers are meaningless text; the image tiling, token "
-            "counts, finish reasons and engine settings are the real ones, and the timings "
-            "say nothing about an NPU"
-        )
-    return f"model `{model}` on device `{device}`"
+def examine(name: str, skip: str | None, folder: Path, reports: dict[str, Any]) -> dict[str, Any]:
+    """Return the page's plan: ``status``, ``reason``, ``nb`` (to copy), ``record``, ``params``.
 
-
-def format_params(params: dict[str, Any]) -> str:
-    """Return the injected parameters as inline code, results_path left out."""
-    shown = {k: v for k, v in params.items() if k != "results_path"}
-    return ", ".join(f"`{k} = {v!r}`" for k, v in shown.items()) or "none"
-
-
-def plan_notebook(
-    name: str,
-    entry: dict[str, Any],
-    executed_dir: Path,
-    reports: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
-    """Decide what the page of one notebook shows.
-
-    Returns:
-        ``{"name", "status", "reason", "source", "nb"}``; ``status`` is ``"executed"``,
-        ``"failed"`` (executed, but the run failed), ``"not-executed"`` or ``"skipped"``
-        (the manifest skips it on the CPU); ``nb`` is the notebook to copy (a dict).
+    ``status`` is ``executed``, ``failed`` (executed; the run failed), ``missing``,
+    ``out-of-date``, ``incomplete`` or ``skipped`` (the manifest skips it on the CPU).
     """
     import nbformat
 
-    committed_path = REPO / "notebooks" / f"{name}.ipynb"
-    committed = nbformat.read(str(committed_path), as_version=4)
-    executed_path = executed_dir / f"{name}.ipynb"
-    skip = entry.get("skip", {}).get("cpu")
-    plan: dict[str, Any] = {
-        "name": name,
-        "status": "not-executed",
-        "reason": "",
-        "source": str(committed_path.relative_to(REPO)),
-        "nb": committed,
-    }
-    if not executed_path.exists():
-        if skip:
-            plan.update(status="skipped", reason=str(skip))
-        else:
-            plan["reason"] = f"there is no executed copy at `{_show(executed_path)}`"
-        return plan
-    try:
-        executed = nbformat.read(str(executed_path), as_version=4)
-    except Exception as exc:  # nbformat raises several kinds on a broken file
-        plan["reason"] = f"the executed copy `{_show(executed_path)}` is unreadable ({exc})"
-        return plan
-    pm = executed.get("metadata", {}).get("papermill", {})
-    if cell_signature(executed) != cell_signature(committed):
-        plan["reason"] = (
-            f"the executed copy `{_show(executed_path)}` was made from an older version of "
-            "the notebook (its cells differ from the committed ones)"
+    committed = nbformat.read(str(REPO / "notebooks" / f"{name}.ipynb"), as_version=4)
+    plan: dict[str, Any] = {"nb": committed, "record": None, "params": {}, "reason": skip or ""}
+    path = folder / f"{name}.ipynb"
+    if not path.exists():
+        return plan | (
+            {"status": "skipped"} if skip else {"status": "missing", "reason": "no copy"}
         )
-        return plan
+    executed = nbformat.read(str(path), as_version=4)
+    pm = executed.metadata.get("papermill", {})
+    if signature(executed) != signature(committed):
+        return plan | {"status": "out-of-date", "reason": "cells differ from the committed ones"}
     if not pm.get("end_time"):
-        plan["reason"] = (
-            f"the executed copy `{_show(executed_path)}` is incomplete (its run had not finished)"
-        )
-        return plan
-    if not has_outputs(executed):
-        plan["reason"] = f"the executed copy `{_show(executed_path)}` has no outputs"
-        return plan
-    report = reports.get(name)
-    failed = bool(pm.get("exception")) or (report is not None and report["status"] == "failed")
-    plan.update(
-        status="failed" if failed else "executed",
-        reason=(report or {}).get("reason", "") if failed else "",
-        source=_show(executed_path),
-        nb=executed,
-        params=dict(pm.get("parameters", {})),
-        end_time=str(pm.get("end_time", ""))[:19].replace("T", " "),
-        duration=pm.get("duration"),
-        profile=(report or {}).get("profile") or "cpu",
-    )
-    if failed and not plan["reason"]:
-        plan["reason"] = "a cell raised an exception (see the error output below)"
-    return plan
+        return plan | {"status": "incomplete", "reason": "its run did not finish"}
+    report = reports.get(name, {})
+    failures = report.get("failures", []) if report.get("status") == "failed" else []
+    if pm.get("exception") and not failures:
+        failures = ["a cell raised an exception (see its error output)"]
+    record = folder / f"{name}.json"
+    return plan | {
+        "status": "failed" if failures else "executed",
+        "reason": textwrap.shorten("; ".join(failures[:2]), 300, placeholder=" ..."),
+        "nb": executed,
+        "record": json.loads(record.read_text()) if record.exists() else None,
+        "params": dict(pm.get("parameters", {})),
+        "when": f"{pm['end_time'][:16].replace('T', ' ')} UTC, {pm.get('duration') or 0:.0f} s",
+    }
 
 
-def _show(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
+def tidy(cell: Any, folder: Path) -> None:
+    """Tag bookkeeping cells for MyST-NB, drop progress bars, shorten the run's absolute paths."""
+    tags = cell.metadata.setdefault("tags", [])
+    if "injected-parameters" in tags:  # papermill's copy of the parameters: CI paths, no lesson
+        tags.append("remove-cell")
+    if cell.cell_type != "code":
+        return
+    if is_bookkeeping(cell):  # results.write returns the CI path of the results file
+        tags += ["hide-input"] + ["remove-output"] * ("results.write" in source(cell))
+    cell.outputs = [o for o in cell.outputs if WIDGET not in o.get("data", {})]
+    for out in cell.outputs:
+        data = out.get("data", {})
+        for owner, key in [(out, "text"), (data, "text/plain"), (data, "text/html")]:
+            if isinstance(owner.get(key), str):
+                owner[key] = short_paths(owner[key], folder)
 
 
-def note_markdown(plan: dict[str, Any]) -> str:
-    """Return the note put at the top of a notebook page, as MyST markdown."""
-    name = plan["name"]
-    rerun = (
-        f"Run `make notebooks` (or `env/with-stack python -m cookbook run-notebooks "
-        f"--profile cpu --only {name}`), then `make docs`."
-    )
-    status = plan["status"]
-    if status == "executed":
-        when = f" on {plan['end_time']} UTC" if plan.get("end_time") else ""
-        took = f" in {plan['duration']:.0f} s" if plan.get("duration") else ""
-        if plan["params"].get("model") == "tiny":
-            head = "The outputs below come from a CPU run with random weights."
-        else:
-            head = "The outputs below come from a run with a real model."
+def short_paths(text: str, folder: Path) -> str:
+    """Return ``text`` with the run's absolute paths shortened (results/, repo-relative, ~/)."""
+    # A path counts only where no base64 character comes before it: images stay intact.
+    for old, new in [(f"{folder}/", "results/"), (f"{REPO}/", ""), (f"{Path.home()}/", "~/")]:
+        text = re.sub(r"(?<![\w+/])" + re.escape(old), new, text)
+    return text
+
+
+def note(name: str, plan: dict[str, Any]) -> str:
+    """Return the admonition under a notebook page's title: what produced its outputs."""
+    status, model = plan["status"], str(plan["params"].get("model", ""))
+    rerun = f"Run `make notebooks` (or `run-notebooks --only {name}`), then `make docs`."
+    if status == "skipped":
+        return f":::{{note}}\nThis notebook is not run on the CPU: {plan['reason']}.\n:::\n"
+    if status not in SHOWN:
         return (
-            "```{note}\n"
-            f"**{head}** They are those "
-            f"of the latest run of this notebook by the cookbook's runner "
-            f"(`python -m cookbook run-notebooks --profile {plan['profile']}`){when}{took}: "
-            f"{describe_run(plan['params'])}. Parameters injected by papermill: "
-            f"{format_params(plan['params'])}.\n"
-            "```\n"
+            f":::{{warning}}\nThis notebook was not executed for this build ({status}: "
+            f"{plan['reason']}); the page shows it without outputs. "
+            f"{rerun}\n:::\n"
+        )
+    what = f"model `{model}` on device `{plan['params'].get('device')}`"
+    if model == "tiny" or "/tiny/" in model:
+        what = (
+            "vLLM's CPU build running the project's **tiny InternVL checkpoint**, which "
+            "memorised a few answers about the bundled photos and knows nothing else. Tiling, "
+            "token counts and engine settings are vLLM's real ones; the timings are a busy "
+            "CPU's and say nothing about an NPU"
         )
     if status == "failed":
-        return (
-            "```{warning}\n"
-            f"**The latest run of this notebook failed**: {plan['reason']}. The outputs "
-            f"below are from that run ({describe_run(plan['params'])}). {rerun}\n"
-            "```\n"
+        failed = f"**This run failed**: {plan['reason']}. Outputs from {what}. {rerun}"
+        return f":::{{warning}}\n{failed}\n:::\n"
+    return f":::{{note}}\nOutputs from the notebook runner ({plan['when']}): {what}.\n:::\n"
+
+
+def result_block(record: dict[str, Any] | None, folder: Path) -> str:
+    """Return the "What this page shows" block: the first result's photos, question and answer."""
+    from cookbook import display, images
+
+    record = record or {"checks": []}
+    found = record.get("results") or []
+    if not found:  # notebook 00 records checks, not answers
+        checks = [f"{c['status']:<4}  {c['name']}: {c['detail']}" for c in record.get("checks", [])]
+        shown = html.escape(short_paths("\n".join(checks), folder))
+        body = f'<pre class="cookbook-answer">{shown}</pre>' if shown else "No answer recorded."
+        return f'**What this page shows**\n\n<div class="cookbook-result">{body}</div>\n'
+    first, pictures = found[0], ""
+    photos = [images.load_image(n) for n in first.get("images", [])[:2]]
+    same = [r for r in found if r.get("images") == first.get("images")]
+    boxes = [b for r in same for b in r.get("extra", {}).get("boxes", [])]
+    for photo in [display.draw_boxes(photos[0], boxes)] if boxes and photos else photos:
+        photo.thumbnail((300, 300))  # grounding: the boxes of every result about the photo
+        pictures += (
+            f'<img src="{images.to_data_url(photo, "JPEG")}" alt="photo" width="{photo.width}">'
         )
-    if status == "skipped":
-        return (
-            "```{note}\n"
-            f"**This notebook is not run on the CPU**: {plan['reason']}. The page shows "
-            "the notebook without outputs.\n"
-            "```\n"
-        )
+    answer = short_paths(str(first.get("error") or first.get("text") or "(empty answer)"), folder)
+    facts = " · ".join(
+        f"{k.replace('_', ' ')} {first.get(k)}"
+        for k in ("prompt_tokens", "output_tokens", "finish_reason")
+    )
+    about = f" about {', '.join(first['images'])}" if first.get("images") else ""
     return (
-        "```{warning}\n"
-        f"**This notebook was not executed for this build**: {plan['reason']}, so the page "
-        f"shows the committed notebook without outputs. {rerun}\n"
-        "```\n"
+        f"**What this page shows**: the answer to *{html.escape(first.get('question', ''))}*"
+        f"{about} ({len(found)} answer(s) recorded, all on the page).\n\n"
+        f'<div class="cookbook-result"><div>{pictures}</div><div><p class="cookbook-answer">'
+        f"{html.escape(answer[:400] + ' …' * (len(answer) > 400))}</p>"
+        f'<p class="cookbook-facts">{facts}</p></div></div>\n'
     )
 
 
-def labelled_copy(plan: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of the plan's notebook with the note cell placed under its title."""
+def page_of(name: str, plan: dict[str, Any], folder: Path) -> Any:
+    """Return the page's notebook: the copy, tidied, with the note and result under the title."""
     import nbformat
 
     nb = copy.deepcopy(plan["nb"])
-    note = nbformat.v4.new_markdown_cell(note_markdown(plan))
-    note.metadata["tags"] = [NOTE_TAG]
-    note["id"] = NOTE_TAG
-    cells = nb.cells
-    first = cells[0] if cells else None
-    if first is not None and first.cell_type == "markdown":
-        text = cell_text(first)
-        lines = text.splitlines(keepends=True)
-        if lines and lines[0].startswith("# "):
-            # Split "# Title\n<intro>" so the note sits right under the title.
-            title = nbformat.v4.new_markdown_cell(lines[0].rstrip("\n"))
-            title["id"] = f"{NOTE_TAG}-title"
-            rest = "".join(lines[1:]).strip("\n")
-            first.source = rest
-            cells[0:1] = [title, note] + ([first] if rest else [])
-            return nb
-    cells.insert(0, note)
+    nb.metadata.setdefault("language_info", {})["pygments_lexer"] = "ipython3"  # `!curl ...`
+    for cell in nb.cells:
+        tidy(cell, folder)
+    added = [note(name, plan)] + [result_block(plan["record"], folder)] * (plan["status"] in SHOWN)
+    title, _, rest = source(nb.cells[0]).partition("\n")
+    if nb.cells[0].cell_type == "markdown" and title.startswith("# "):
+        nb.cells[0].source = rest.strip("\n")
+        added.insert(0, title)
+    nb.cells[0:0] = [nbformat.v4.new_markdown_cell(text) for text in added]
+    for i in range(len(added)):
+        nb.cells[i]["id"] = f"cookbook-docs-{i}"
+    nb.cells = [c for c in nb.cells if c.cell_type != "markdown" or source(c).strip()]
     return nb
 
 
-def write_notebook_pages(app: Sphinx) -> list[dict[str, Any]]:
-    """Write ``notebooks/`` (one page per manifest notebook and an index); return the plans.
+def expectations(nb: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    """Return what the browser tests look for on a page: images shown, boxes, a result block."""
+    hidden = {"remove-cell", "remove-output"}
+    outputs = [
+        o.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code" and not hidden & set(c.metadata.get("tags", []))
+        for o in c.outputs
+    ]
+    in_html = [len(re.findall(r"<img\b", d.get("text/html", ""))) for d in outputs]
+    images = [
+        n or any(k.startswith("image/") for k in d) for n, d in zip(in_html, outputs, strict=True)
+    ]
+    added = "".join(source(c) for c in nb.cells if c.get("id", "").startswith("cookbook-docs-"))
+    results = (plan["record"] or {}).get("results", [])
+    return {
+        "images": sum(images),
+        "result": plan["status"] in SHOWN,
+        "result_images": added.count("<img "),
+        "box_photos": len({r["images"][0] for r in results if r.get("extra", {}).get("boxes")}),
+    }
 
-    With ``COOKBOOK_DOCS_REQUIRE_EXECUTED=1``, a page that would show a notebook that was
-    not executed, or whose run failed, is logged as an error and the build fails (exit
-    status 1), after writing every page.
-    """
+
+def write_notebook_pages(app: Sphinx) -> None:
+    """Write ``notebooks/``; keep each page's expectations for ``notebook_pages.json``."""
     import nbformat
 
-    from cookbook.runner import load_manifest
+    from cookbook.runner import MANIFEST
 
-    executed_dir = Path(
-        os.environ.get("COOKBOOK_DOCS_EXECUTED_DIR", REPO / "build" / "notebooks")
-    ).resolve()
-    manifest = load_manifest(REPO / "notebooks" / "manifest.toml")
-    reports = run_reports(executed_dir)
-    out = Path(app.srcdir) / "notebooks"
-    keep: set[Path] = set()
-    plans = []
-    for entry in manifest.get("notebooks", []):
-        plan = plan_notebook(entry["name"], entry, executed_dir, reports)
-        nb = labelled_copy(plan)
-        path = out / f"{plan['name']}.ipynb"
-        write_if_changed(path, nbformat.writes(nb) + "\n")
-        keep.add(path)
-        plan["title"] = notebook_title(plan["nb"], plan["name"])
-        plan["expect"] = count_outputs(plan["nb"]) if plan["status"] != "not-executed" else {}
-        plans.append(plan)
-        level = "executed" if plan["status"] == "executed" else plan["status"].upper()
-        logger.info(f"[cookbook] notebook page {plan['name']}: {level} ({plan['source']})")
-
-    index = out / "index.md"
-    write_if_changed(index, notebooks_index(plans, executed_dir))
-    keep.add(index)
-    remove_others(out, keep)
-
-    bad = [p for p in plans if p["status"] in ("not-executed", "failed")]
-    if bad and truthy("COOKBOOK_DOCS_REQUIRE_EXECUTED"):
-        lines = "\n".join(f"  {p['name']}: {p['status']}: {p['reason']}" for p in bad)
-        logger.error(
-            "COOKBOOK_DOCS_REQUIRE_EXECUTED=1 and these notebook pages would not show the "
-            f"outputs of a successful run:\n{lines}\nRun `make notebooks` (executed copies "
-            f"go to {_show(executed_dir)}), then `make docs` again."
-        )
-        app.statuscode = 1  # fails the build even without -W
-    return plans
-
-
-def notebooks_index(plans: list[dict[str, Any]], executed_dir: Path) -> str:
-    """Return the notebooks index page: what the pages show, a status table and a toctree."""
-    words = {
-        "executed": "outputs of the latest CPU run",
-        "failed": "outputs of a **failed** run",
-        "not-executed": "**not executed** (no outputs)",
-        "skipped": "not run on the CPU",
-    }
-    rows = "\n".join(
-        f"| [{p['title']}]({p['name']}.ipynb) | `notebooks/{p['name']}.ipynb` | "
-        f"{words[p['status']]} |"
-        for p in plans
+    default = REPO / "build" / "notebooks"
+    folder = Path(os.environ.get("COOKBOOK_DOCS_EXECUTED_DIR", default)).resolve()
+    run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+    reports = {r["name"]: r for r in run.get("reports", [])}
+    out, pages = Path(app.srcdir) / "notebooks", []
+    for entry in tomllib.loads(MANIFEST.read_text())["notebooks"]:
+        name = entry["name"]
+        plan = examine(name, entry.get("skip", {}).get("cpu"), folder, reports)
+        nb = page_of(name, plan, folder)
+        write_if_changed(out / f"{name}.ipynb", nbformat.writes(nb) + "\n")
+        title = source(nb.cells[0]).removeprefix("# ").strip()
+        info = {"name": name, "title": title, "status": plan["status"], "reason": plan["reason"]}
+        pages.append(info | {"page": f"notebooks/{name}.html"} | expectations(nb, plan))
+        logger.info(f"[cookbook] notebook page {name}: {plan['status']} {plan['reason']}")
+    rows = "\n".join(f"| [{p['title']}]({p['name']}.ipynb) | {p['status']} |" for p in pages)
+    toc = "\n".join(p["name"] for p in pages)
+    write_if_changed(out / "index.md", NOTEBOOKS_INDEX.format(rows=rows, toc=toc))
+    for stale in set(out.glob("*.ipynb")) - {out / f"{p['name']}.ipynb" for p in pages}:
+        stale.unlink()
+    path = Path(app.outdir) / "_cookbook" / "notebook_pages.json"  # for the browser tests
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"notebooks": pages}, indent=2) + "\n")
+    good = ("executed", "skipped")
+    bad = "\n".join(
+        f"  {p['name']}: {p['status']} {p['reason']}" for p in pages if p["status"] not in good
     )
-    toc = "\n".join(p["name"] for p in plans)
-    return f"""# Notebooks
+    if bad and os.environ.get("COOKBOOK_DOCS_REQUIRE_EXECUTED", "") not in ("", "0"):
+        logger.error(
+            "COOKBOOK_DOCS_REQUIRE_EXECUTED=1, and these pages would not show a successful run "
+            f"(executed copies from {folder}):\n{bad}\nRun `make notebooks`, then `make docs`."
+        )
+        app.statuscode = 1
 
-Each page below is one notebook of the repository's `notebooks/` folder, in the order of
-`notebooks/manifest.toml`. The outputs are those of the latest run of the notebook runner on
-the CPU (`python -m cookbook run-notebooks --profile cpu`, which writes the executed copies
-to `{_show(executed_dir)}/`), with the **tiny random-weight checkpoint**: the answers are
-meaningless text, while tiling, token counts, finish reasons and the engine settings are
-real. The documentation build does not execute anything; a note at the top of each page says
-where its outputs come from.
 
-To run a notebook yourself, open it in JupyterLab with `make lab`, or run it with papermill
-as each page shows at its end.
+NOTEBOOKS_INDEX = """# Notebooks
 
-| Notebook | File | This build shows |
-|---|---|---|
+The notebooks of the repository's `notebooks/` folder, with the outputs of their latest
+run on the CPU by the notebook runner (`python -m cookbook run-notebooks --profile cpu`).
+Each page opens with what its run showed. Run them yourself with `make lab`.
+
+| Notebook | The run this build shows |
+|---|---|
 {rows}
 
 ```{{toctree}}
-:maxdepth: 1
 :hidden:
 
 {toc}
@@ -415,180 +289,65 @@ as each page shows at its end.
 """
 
 
-# --------------------------------------------------------------------------------------
-# Support matrix
-# --------------------------------------------------------------------------------------
+def support_matrix() -> str:
+    """Return the support matrix as a markdown table, one row per model, and its shared settings."""
+    from cookbook import models, tiling
 
+    def cell(text: str) -> str:
+        text = text.replace("|", "\\|").replace("<", "\\<")
+        return re.sub(r"https://([^/\s]+)\S*", lambda m: f"[{m[1]}]({m[0]})", text)
 
-def md_escape(text: str) -> str:
-    """Return ``text`` with markdown's special characters escaped (``</s>`` stays text)."""
-    return re.sub(r"([\\`*_{}\[\]<>#|~$!])", r"\\\1", text)
-
-
-def support_matrix_table() -> list[list[str]]:
-    """Return the support matrix as a table of markdown strings, one column per model.
-
-    Row 0 is the header (``""`` then the ``SUPPORT_MATRIX`` keys, in order); each other
-    row is one property (its name first). Models as columns keep the table narrow.
-    """
-    from cookbook.models import SUPPORT_MATRIX, memory_estimate_gib
-    from cookbook.tiling import tokens_per_tile
-
-    columns = []
-    for key, spec in SUPPORT_MATRIX.items():
-        if spec.is_tiny:
-            # The tiny checkpoint's tile size lives in its config.json (built at run time).
-            tokens = "set by its config.json"
-        else:
-            per_tile = tokens_per_tile()
-            tiles = spec.max_dynamic_patch + 1  # the grid plus the thumbnail
-            tokens = f"{tiles * per_tile} ({tiles} tiles x {per_tile})"
-        try:
-            mem = memory_estimate_gib(spec)
-            memory = (
-                f"{mem['total_gib']:.1f} GiB ({mem['weights_gib']:.1f} weights + "
-                f"{mem['kv_cache_gib']:.1f} KV cache)"
-            )
-        except ValueError:
-            memory = "n/a"
-        columns.append(
-            {
-                "": f"**{md_escape(key)}**",
-                "Hub id": md_escape(spec.hub_id or "(built locally)"),
-                "LLM": md_escape(spec.llm),
-                "Vision encoder": md_escape(spec.vision),
-                "LLM family (`llm_family`)": f"`{spec.llm_family}`",
-                "Parameters": f"{spec.params_b:g} B" if spec.params_b else "n/a",
-                "`max_model_len`": str(spec.max_model_len),
-                "`dtype`": f"`{spec.dtype}`",
-                "Images per prompt (`limit_mm_per_prompt`)": str(spec.limit_images),
-                "`max_dynamic_patch`": str(spec.max_dynamic_patch),
-                "Most image tokens per image": tokens,
-                "Video input": "yes" if spec.supports_video else "no",
-                "Memory estimate": memory,
-            }
+    head = ["Key", "Hub id", "LLM", "Format", "Video", "What upstream says", "Sources"]
+    rows = [head, ["---"] * len(head)]
+    for spec in models.SUPPORT_MATRIX.values():
+        layout = "`-hf` (transformers)" if spec.hf_format else "original (remote code)"
+        rows.append(
+            [f"`{spec.key}`", cell(spec.hub_id or "built locally").replace("/", "/<wbr>")]
+            + [cell(spec.llm).replace("_", "_<wbr>")]
+            + [f"{layout}, `{spec.image_placeholder}`", "yes" if spec.video else "no"]
+            + [cell(spec.upstream), "; ".join(map(cell, spec.sources))]
         )
-    names = list(columns[0])
-    return [[name] + [col[name] for col in columns] for name in names]
-
-
-def write_support_matrix(app: Sphinx) -> None:
-    """Write the support matrix (CSV) and the per-model notes into ``_generated/``."""
-    from cookbook.models import SUPPORT_MATRIX
-
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(support_matrix_table())
-    gen = Path(app.srcdir) / "_generated"
-    write_if_changed(gen / "support_matrix.csv", buf.getvalue())
-    notes = [
-        f"`{key}`\n: {md_escape(spec.notes)}\n\n  *Source:* {md_escape(spec.source)}\n"
-        for key, spec in SUPPORT_MATRIX.items()
-    ]
-    write_if_changed(gen / "support_matrix_notes.md", "\n".join(notes))
-
-
-# --------------------------------------------------------------------------------------
-# API reference
-# --------------------------------------------------------------------------------------
-
-
-def cookbook_modules() -> list[str]:
-    """Return the public modules of the ``cookbook`` package, sorted."""
-    import cookbook
-
-    return sorted(
-        f"cookbook.{m.name}"
-        for m in pkgutil.iter_modules(cookbook.__path__)
-        if not m.ispkg and not m.name.startswith("_")
+    tiles, per_tile = models.MAX_DYNAMIC_PATCH + 1, tiling.TOKENS_PER_TILE
+    limit = f'{{"image": {models.LIMIT_IMAGES}}}'
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows) + (
+        "\n\nEvery row gets the same recommended settings (`cookbook.engine.engine_args`): "
+        f"`max_model_len={models.MAX_MODEL_LEN}`, `limit_mm_per_prompt={limit}` and "
+        f"`max_dynamic_patch={models.MAX_DYNAMIC_PATCH}`, so one image takes at most {tiles} "
+        f"tiles (the grid and a thumbnail) x {per_tile} = {tiles * per_tile} tokens.\n"
     )
 
 
 def write_api_pages(app: Sphinx) -> None:
-    """Write ``api/index.md`` and one autodoc page per module of the ``cookbook`` package."""
+    """Write ``api/index.md`` and one autodoc page per module (and subpackage) of ``cookbook``."""
+    import cookbook
+
     out = Path(app.srcdir) / "api"
-    keep = set()
-    modules = cookbook_modules()
-    for mod in modules:
-        page = out / f"{mod}.md"
-        write_if_changed(
-            page,
-            f"# `{mod}`\n\n```{{automodule}} {mod}\n:members:\n:show-inheritance:\n```\n",
-        )
-        keep.add(page)
-    toc = "\n".join(modules)
-    index = out / "index.md"
+    found = pkgutil.iter_modules(cookbook.__path__)
+    names = sorted(f"cookbook.{m.name}" for m in found if not m.name.startswith("_"))
+    for name in names:
+        page = f"# `{name}`\n\n```{{automodule}} {name}\n:members:\n```\n"
+        write_if_changed(out / f"{name}.md", page)
+    toc = "\n".join(names)
+    index = "# API reference\n\nThe `cookbook` package, from its docstrings.\n\n"
     write_if_changed(
-        index,
-        "# API reference\n\n"
-        "Generated from the docstrings of the `cookbook` package (Google style). Importing\n"
-        "`cookbook` loads neither torch nor vLLM: the functions that need them import them\n"
-        "when called.\n\n"
-        "```{automodule} cookbook\n```\n\n"
-        f"```{{toctree}}\n:maxdepth: 1\n\n{toc}\n```\n",
+        out / "index.md",
+        f"{index}```{{automodule}} cookbook\n```\n\n```{{toctree}}\n:maxdepth: 1\n\n{toc}\n```\n",
     )
-    keep.add(index)
-    remove_others(out, keep)
-
-
-# --------------------------------------------------------------------------------------
-# Wiring
-# --------------------------------------------------------------------------------------
+    for stale in set(out.glob("*.md")) - {out / f"{n}.md" for n in [*names, "index"]}:
+        stale.unlink()
 
 
 def generate(app: Sphinx) -> None:
     """Write every generated source file (``builder-inited``)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from troubleshooting import write_troubleshooting
-
-    gen = Path(app.srcdir) / "_generated"
-    write_support_matrix(app)
+    write_if_changed(Path(app.srcdir) / "_generated" / "support_matrix.md", support_matrix())
     write_api_pages(app)
-    write_troubleshooting(gen / "troubleshooting.md")
-    names = ("support_matrix.csv", "support_matrix_notes.md", "troubleshooting.md")
-    remove_others(gen, {gen / name for name in names})
-    app.cookbook_notebook_plans = [  # type: ignore[attr-defined]
-        {k: v for k, v in p.items() if k != "nb"} for p in write_notebook_pages(app)
-    ]
-
-
-def write_pages_json(app: Sphinx, exception: Exception | None) -> None:
-    """Write ``_cookbook/notebook_pages.json`` into the HTML output (``build-finished``)."""
-    if exception is not None or app.builder.format != "html":
-        return
-    plans = getattr(app, "cookbook_notebook_plans", [])
-    pages = [
-        {
-            "name": p["name"],
-            "title": p["title"],
-            "page": f"notebooks/{p['name']}.html",
-            "status": p["status"],
-            "reason": p["reason"],
-            "source": p["source"],
-            "expect": p["expect"],
-        }
-        for p in plans
-    ]
-    path = Path(app.outdir) / PAGES_JSON
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"notebooks": pages}, indent=2) + "\n")
-
-
-def check_no_heavy_imports(app: Sphinx, exception: Exception | None) -> None:
-    """Warn when building the docs imported torch, vLLM or transformers (it must not)."""
-    if exception is not None:
-        return
-    heavy = sorted(m for m in ("torch", "vllm", "transformers") if m in sys.modules)
-    if heavy:
-        logger.warning(
-            f"importing the cookbook for the docs loaded {heavy}; cookbook modules must "
-            "import them inside the functions that need them"
-        )
+    write_notebook_pages(app)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    """Register the generation steps with Sphinx."""
+    """Register the generation steps and the troubleshooting page's directive."""
+    from troubleshooting import RunDirective
+
+    app.add_directive("cookbook-run", RunDirective)
     app.connect("builder-inited", generate)
-    app.connect("build-finished", write_pages_json)
-    app.connect("build-finished", check_no_heavy_imports)
-    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
+    return {"version": "2", "parallel_read_safe": True, "parallel_write_safe": True}

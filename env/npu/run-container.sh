@@ -13,17 +13,23 @@
 #   --port P      host port published to the container's port 8000, where `vllm serve`
 #                 listens by default (default 8000)
 #   --cache DIR   host folder mounted on /root/.cache, where ModelScope
-#                 (~/.cache/modelscope, MODELSCOPE_CACHE) and Hugging Face
-#                 (~/.cache/huggingface, HF_HOME) keep downloaded models (default ~/.cache)
+#                 (~/.cache/modelscope/hub) and Hugging Face (~/.cache/huggingface) keep
+#                 downloaded models (default ~/.cache)
+#   --chip C      a2, a3, 310p or auto (default): the image tag suffix for the chip.
+#                 auto reads `npu-smi info` on this host: Atlas A2 (910B) the plain tag,
+#                 A3 hosts ("Ascend910") -a3, Atlas 300I Duo (310P) -310p
 #   --dry-run     print the docker command and exit; needs neither docker nor an NPU
 #   -h, --help    show this help
 # COMMAND runs inside the container instead of an interactive `bash`.
 #
 # Environment:
-#   IMAGE         container image (default: [tool.cookbook.stack.npu].image in pyproject.toml)
+#   IMAGE         container image (default: [tool.cookbook.stack.npu].image in pyproject.toml,
+#                 with the chip's suffix)
 #
-# The docker options are the ones of vllm-ascend's single-NPU InternVL tutorial; the
-# variables in env/npu/npu.env are passed with --env-file.
+# The docker options are those of vllm-ascend's own single-card container command
+# (docs/source/quick_start.md of its v0.23.0 release: --shm-size=1g, one /dev/davinciN, the
+# three control devices, five driver mounts, the cache, port 8000); the variables in
+# env/npu/npu.env are passed with --env-file.
 set -euo pipefail
 
 script_path="${BASH_SOURCE[0]}"
@@ -72,6 +78,7 @@ device=0
 name=vllm-ascend-internvl
 port=8000
 cache="${HOME:-/root}/.cache"
+chip=auto
 dry_run=0
 command_args=()
 
@@ -101,6 +108,12 @@ while (($#)); do
       shift 2
       ;;
     --cache=*) cache="${1#*=}"; shift ;;
+    --chip)
+      (($# >= 2)) || die "--chip needs a2, a3, 310p or auto"
+      chip="$2"
+      shift 2
+      ;;
+    --chip=*) chip="${1#*=}"; shift ;;
     --dry-run) dry_run=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; command_args=("$@"); break ;;
@@ -121,14 +134,41 @@ port=$((10#$port))
 [[ "$cache" == /* ]] || cache="$PWD/$cache"
 ((${#command_args[@]})) || command_args=(bash)
 
+# The chip family from this host's `npu-smi info`: the name column of the first NPU row
+# (cookbook/envcheck.py, `chip`, reads it the same way).
+detect_chip() {
+  local out
+  command -v npu-smi >/dev/null 2>&1 || { echo a2; return 0; }
+  out="$(npu-smi info 2>/dev/null)" || { echo a2; return 0; }
+  if grep -Eq '^\|[[:space:]]*[0-9]+[[:space:]]+[A-Za-z0-9_]*310P' <<<"$out"; then
+    echo 310p
+  elif grep -Eiq '^\|[[:space:]]*[0-9]+[[:space:]]+(Ascend)?910(_93[0-9]*)?[[:space:]]+\|' <<<"$out"; then
+    echo a3
+  else
+    echo a2
+  fi
+}
+
+[[ "$chip" == auto ]] && chip="$(detect_chip)"
+case "$chip" in
+  a2) suffix="" ;;
+  a3) suffix="-a3" ;;
+  310p)
+    suffix="-310p"
+    echo "run-container.sh: warning: Atlas 300I Duo (310P): vllm-ascend lists no InternVL support there and image requests are reported to fail (vllm-ascend #6082); models need dtype float16" >&2
+    ;;
+  *) die "--chip must be a2, a3, 310p or auto, got '$chip'" 2 ;;
+esac
+
 image="${IMAGE:-}"
 if [[ -z "$image" ]]; then
   image="$(pinned_image)" ||
     die "could not read [tool.cookbook.stack.npu].image from $repo_root/pyproject.toml; set IMAGE=quay.io/ascend/vllm-ascend:<tag>"
+  image+="$suffix"
 fi
 
 npu_device="/dev/davinci$device"
-# Device nodes and driver files the container needs from the host (vllm-ascend tutorial).
+# Device nodes and driver files the container needs from the host (vllm-ascend quick_start.md).
 control_devices=(/dev/davinci_manager /dev/devmm_svm /dev/hisi_hdc)
 driver_mounts=(
   /usr/local/dcmi:/usr/local/dcmi

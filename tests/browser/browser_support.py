@@ -9,6 +9,7 @@ install it; they are never skipped.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 import shutil
@@ -36,8 +37,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1280, "height": 900}
-# Chromium cannot capture taller images in one piece; longer pages are cut at this height.
-MAX_SCREENSHOT_HEIGHT = 12000
+# Chromium captures at most 16,384 px in one piece; taller pages are taken in parts of
+# this height and put together, so no screenshot is cut off.
+SCREENSHOT_PART = 8000
 # The facts line of cookbook.display.answer_html ("prompt tokens 1833 · output tokens 24 ·
 # finish reason length · ..."); the answer block is the flex box around it, with the images.
 ANSWER_FACTS_JS = r"/prompt tokens \d+ · output tokens \d+ · finish reason \w+/"
@@ -57,15 +59,22 @@ def chromium_path() -> str:
 
 
 def screenshot(page: Any, name: str) -> Path:
-    """Save a screenshot of the whole page (cut at `MAX_SCREENSHOT_HEIGHT`); return its path."""
+    """Save a screenshot of the whole page, however tall (in parts when needed); return its path."""
+    from PIL import Image
+
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('-')}.png"
-    height = page.evaluate("document.documentElement.scrollHeight")
-    if height > MAX_SCREENSHOT_HEIGHT:
-        clip = {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": MAX_SCREENSHOT_HEIGHT}
-        page.screenshot(path=str(path), full_page=True, clip=clip)
-    else:
+    height = int(page.evaluate("document.documentElement.scrollHeight"))
+    width = int(page.viewport_size["width"])
+    if height <= SCREENSHOT_PART:
         page.screenshot(path=str(path), full_page=True)
+        return path
+    whole = Image.new("RGB", (width, height), "white")
+    for top in range(0, height, SCREENSHOT_PART):
+        clip = {"x": 0, "y": top, "width": width, "height": min(SCREENSHOT_PART, height - top)}
+        part = Image.open(io.BytesIO(page.screenshot(full_page=True, clip=clip)))
+        whole.paste(part.convert("RGB"), (0, top))
+    whole.save(path)
     return path
 
 

@@ -59,7 +59,7 @@ STATE_JS = f"""() => {{
     }});
   const errors = outputs.map(o => o.innerText)
     .filter(t => t.includes('Traceback (most recent call last)'))
-    .map(t => t.slice(0, 2000));
+    .map(t => t.slice(-3000));
   const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
     .map(p => p.textContent.trim());
   return {{answers, errors, prompts}};
@@ -71,7 +71,7 @@ SCROLL_TO_ANSWER_JS = f"""() => {{
   const p = [...document.querySelectorAll('.jp-OutputArea-output p')]
     .find(e => facts.test(e.textContent));
   const box = p && p.closest('div[style*="display:flex"], div[style*="display: flex"]');
-  if (box) box.scrollIntoView({{block: 'start'}});
+  if (box) box.closest('.jp-Cell').scrollIntoView({{block: 'start'}});  // its code, then it
 }}"""
 
 
@@ -112,14 +112,22 @@ def descendants(root: int) -> list[tuple[int, str]]:
     return found
 
 
+def alive(pid: int, start: str) -> bool:
+    """Return True while ``pid`` is the process that started at ``start`` (not a zombie)."""
+    try:
+        fields = (stat := Path(f"/proc/{pid}/stat").read_text())[stat.rindex(")") + 2 :].split()
+    except (OSError, ValueError):
+        return False
+    return fields[19] == start and fields[0] != "Z"
+
+
 def kill_if_same(pid: int, start: str) -> None:
     """SIGKILL ``pid`` if it is still the process that started at ``start``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2 :].split()[19] == start:
+    if alive(pid, start):
+        try:
             os.kill(pid, signal.SIGKILL)
-    except (OSError, ValueError, IndexError):
-        pass
+        except OSError:
+            pass
 
 
 class JupyterLab:
@@ -141,8 +149,11 @@ class JupyterLab:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(values))
         self.log_path = workdir / "jupyterlab.log"
+        # Without PYTEST_CURRENT_TEST: ipykernel then leaves its streams without a file
+        # descriptor, and vLLM's engine, which runs in the kernel, needs sys.stdout.fileno().
+        environ = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
         self.env = dict(
-            os.environ,
+            environ,
             JUPYTERLAB_SETTINGS_DIR=str(settings),
             JUPYTERLAB_WORKSPACES_DIR=str(workdir / "lab-workspaces"),
             JUPYTER_RUNTIME_DIR=str(workdir / "jupyter-runtime"),
@@ -202,10 +213,10 @@ class JupyterLab:
                 return session["kernel"]["execution_state"]
         return None
 
-    def stop(self) -> None:
-        """Shut down kernels and server; kill whatever of theirs is left, by pid."""
+    def stop(self) -> list[tuple[int, str]]:
+        """Shut down kernels and server, kill whatever of theirs is left; return any survivor."""
         if self.proc is None:
-            return
+            return []
         started = descendants(self.proc.pid)
         try:
             for kernel in api(self.base, self.token, "api/kernels"):
@@ -221,6 +232,10 @@ class JupyterLab:
                 self.proc.wait(timeout=10)
         for pid, start in started:  # a kernel or engine outside the server's process group
             kill_if_same(pid, start)
+        deadline = time.monotonic() + 10
+        while any(alive(*p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return [p for p in started if alive(*p)]
 
 
 @pytest.fixture
@@ -231,7 +246,8 @@ def jupyterlab(tmp_path: Path) -> Iterator[JupyterLab]:
         lab.start()
         yield lab
     finally:
-        lab.stop()
+        left = lab.stop()
+    assert not left, f"processes JupyterLab started are still running: {left}"
 
 
 @pytest.mark.browser
