@@ -1,12 +1,9 @@
 """Score a served model with lm-eval, the way vllm-ascend's CI gates models: the accuracy step.
 
-``python -m cookbook.accuracy --model internvl3-8b --task mmmu_val --limit 5 --out DIR``
-serves the model as notebook 04 does (`server.Server`, `engine.engine_args`), runs lm-eval's
-``local-chat-completions`` client against it (images go as data URLs) and writes lm-eval's
-files and ``DIR/accuracy.json``; the server's log goes to ``COOKBOOK_LOG_DIR`` (else DIR).
-Task ``cookbook_photos`` is local: five sample photos, "What is in this image?", and the
-answers the tiny checkpoint memorised (``tiny/answers.toml``), so a CPU run takes the whole
-path offline. ``--prefetch`` only loads the task's data (before going offline).
+Serves the model as notebook 04 does, runs lm-eval's ``local-chat-completions`` client on it
+(images as data URLs), writes ``OUT/accuracy.json`` (server log: ``$COOKBOOK_LOG_DIR``, else
+OUT). Task ``cookbook_photos`` is local: five sample photos with the answers the tiny model
+memorised (``tiny/answers.toml``), so a CPU run works offline.
 """
 
 from __future__ import annotations
@@ -80,14 +77,10 @@ def run(model: str, device: str, task: str, limit: int | None, out: str | Path,
         base_url: str | None = None, **engine_overrides: Any) -> dict:  # fmt: skip
     """Serve ``model``, score it on ``task``, write ``out/accuracy.json``; return what it holds.
 
-    With ``base_url`` (``http://host:port/v1``) the server already running there is scored
-    instead, and nothing is started; its key is read from ``VLLM_API_KEY``.
-
-    ``engine_overrides`` go to `engine.engine_args`: ``max_model_len=32768`` holds an MMMU
-    question's four worst-case images (4 x 3328 tokens), which the default 8192 cannot.
-
-    Raises:
-        RuntimeError: The server did not start, or lm-eval failed (its log is named).
+    With ``base_url`` (``http://host:port/v1``, key ``$VLLM_API_KEY``) that server is scored
+    and none started. ``engine_overrides`` go to `engine.engine_args`: ``max_model_len=32768``
+    holds an MMMU question's 4 worst-case images (4 x 3328 tokens), the default 8192 does not.
+    Raises RuntimeError: the server did not start, or lm-eval failed (its log is named).
     """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -1,24 +1,18 @@
-"""Benchmarks of what vLLM's own tools leave out: the cookbook's overhead, and the levers.
+"""Notebook 05's measurements: where an image request's time goes, and the levers.
 
-vLLM measures serving (``vllm bench serve``), start-up (``vllm bench startup``) and its
-multimodal processor (``vllm bench mm-processor``). This module runs the first against a
-`cookbook.server.Server`, reads the stats the last one reads, and adds where one image
-request's time goes (`stages`), the cookbook's cost around ``llm.chat`` (`overhead`),
-`batching`, a large photo's `payload`, vLLM's `caches`, ``max_dynamic_patch`` (`patches`),
-`startup` with and without this cookbook's CPU settings, and the `decode_bound`.
-
-Each comparison runs its sides interleaved (`interleave`) and reports the median and range
-of the per-round ratios (`ratio`), written "without the lever / with it": above 1.0 the
-lever helps. Nothing here imports vLLM or matplotlib at module level.
+Serving goes through ``vllm bench serve`` (`serve_bench`), stage times through vLLM's own
+counters (`stages`); the rest is what vLLM's tools leave out. Each comparison runs its
+sides in turns (`interleave`) and reports the median and range of the per-round ratios
+(`ratio`), "without the lever / with it": above 1.0 the lever helps.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -32,9 +26,6 @@ from PIL import Image
 
 from cookbook import checks, engine, images, models, prompts, results, server, tiling
 
-PARTS = ("stages", "overhead", "batching", "payload", "caches", "patches", "startup", "serve")
-#: Engine arguments that make vLLM fill ``RequestOutput.metrics`` and its processor stats.
-STATS_ARGS = {"disable_log_stats": False, "enable_mm_processor_stats": True}
 QUESTION = "What is in this image?"
 #: The upstream tutorial's batch: three questions about one photo.
 SEED_QUESTIONS = (
@@ -140,7 +131,8 @@ def stages(llm: Any, photos: Mapping[str, Image.Image], tokens: int = 16, repeat
 
     Caches are emptied before each run. Host preprocessing and vision encoder from vLLM's
     processor stats, prefill (first step less encoder) and decode from
-    ``RequestOutput.metrics`` (both need `STATS_ARGS`); "other host work" is the rest.
+    ``RequestOutput.metrics`` (both need the engine arguments ``disable_log_stats=False``
+    and ``enable_mm_processor_stats=True``); "other host work" is the rest.
     """
     from vllm.benchmarks.mm_processor import collect_mm_processor_stats
 
@@ -192,10 +184,8 @@ def overhead(llm: Any, args: dict, photo: Image.Image, rounds: int = 5, tokens: 
         return timed(llm, prebuilt, sampling)[0]
 
     sides = {"cookbook": cookbook, "direct": direct, "direct again": direct}
-    names = {
-        "overhead.cookbook": ("cookbook", "direct"),
-        "overhead.control": ("direct again", "direct"),
-    }
+    names = {"overhead.cookbook": ("cookbook", "direct"),
+             "overhead.control": ("direct again", "direct")}  # fmt: skip
     part = compare(sides, rounds, names)
     walls = part["seconds"]["cookbook"]["values"]
     own = [(w - i) * 1000 for w, i in zip(walls, inner[-rounds:], strict=True)]
@@ -486,10 +476,8 @@ def prometheus(base_url: str) -> dict[str, float]:
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    text, sums = (
-        httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=10).text,
-        dict[str, float](),
-    )
+    text = httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=10).text
+    sums: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name.startswith("vllm:") and s.name.endswith(("_seconds_sum", "_seconds_count")):
@@ -517,27 +505,21 @@ def decode_bound(
 def decode_bounds(
     keys: Sequence[str] = ("internvl2-8b", "internvl3-8b", "internvl3.5-8b"), context: int = 2048
 ) -> list:
-    """Return `decode_bound` a model, card (`CARDS`) and batch (1, 16), ``context`` tokens each.
+    """Return `decode_bound` rows for each model, card (`CARDS`) and batch (1, 16).
 
-    ``fits``: the weights and the batch's KV cache fit in the chip's memory.
+    ``fits``: the weights and the batch's KV cache (``context`` tokens each) fit the chip.
     """
     rows = []
-    for spec, (card, (memory_gb, bandwidth)) in [
-        (models.SUPPORT_MATRIX[k], c) for k in keys for c in CARDS.items()
-    ]:
-        for batch in (1, 16):
-            kv = spec.kv_bytes_per_token()
-            bound = decode_bound(spec.params_b, bandwidth, kv, context, batch)
-            fits = spec.params_b * 2 + kv * context * batch / 1e9 <= memory_gb
-            rows.append(
-                {
-                    "model": spec.key,
-                    "card": card,
-                    "batch": batch,
-                    "tokens_per_s": bound,
-                    "fits": fits,
-                }
-            )
+    for key, (card, (memory_gb, bandwidth)), batch in itertools.product(
+        keys, CARDS.items(), (1, 16)
+    ):
+        spec = models.SUPPORT_MATRIX[key]
+        kv = spec.kv_bytes_per_token()
+        bound = decode_bound(spec.params_b, bandwidth, kv, context, batch)
+        fits = spec.params_b * 2 + kv * context * batch / 1e9 <= memory_gb
+        rows.append(
+            {"model": key, "card": card, "batch": batch, "tokens_per_s": bound, "fits": fits}
+        )
     return rows
 
 
@@ -556,20 +538,14 @@ def _done(fig: Any, ax: Any, **labels: Any) -> Any:
     return fig
 
 
-def plot_stages(
-    rows: Sequence[Mapping[str, Any]], title: str = "Where a request's time goes"
-) -> Any:
-    """Return a stacked bar a photo: the milliseconds of each stage of `stages` rows."""
-    fig, ax = _figure(1.0 + 0.5 * len(rows))
-    labels = [f"{r['photo']} {r['size'][0]}x{r['size'][1]}\n{r['tiles']} tiles" for r in rows]
-    left = [0.0] * len(rows)
-    for name in dict.fromkeys(k for r in rows for k in r["ms"]):
-        widths = [r["ms"].get(name, 0.0) for r in rows]
-        ax.barh(labels, widths, left=left, label=name)
-        left = [a + b for a, b in zip(left, widths, strict=True)]
-    ax.invert_yaxis()
-    ax.legend(fontsize=7)
-    return _done(fig, ax, xlabel="milliseconds", title=title)
+def plot_stages(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """Return `plot_startup`'s chart of `stages` rows: a row a photo, a bar a stage (ms)."""
+    lines = {}
+    for r in rows:
+        starts = itertools.accumulate(r["ms"].values(), initial=0.0)
+        label = f"{r['photo']} {r['size'][0]}x{r['size'][1]}\n{r['tiles']} tiles"
+        lines[label] = [[k, s, v] for (k, v), s in zip(r["ms"].items(), starts, strict=False)]
+    return plot_startup(lines, "milliseconds")
 
 
 def plot_bars(values: Mapping[str, Any], xlabel: str = "seconds (median, range of rounds)") -> Any:
@@ -611,8 +587,10 @@ def plot_patches(part: Mapping[str, Any]) -> Any:
     return _done(fig, tokens, xlabel="max_dynamic_patch", ylabel="prompt tokens")
 
 
-def plot_startup(timelines: Mapping[str, Sequence[Sequence[Any]]]) -> Any:
-    """Return a start-up timeline a row: ``[stage, start, seconds]`` bars, a colour a stage."""
+def plot_startup(
+    timelines: Mapping[str, Sequence[Sequence[Any]]], xlabel: str = "seconds from start"
+) -> Any:
+    """Return a timeline a row: ``[stage, start, length]`` bars, a colour a stage."""
     import matplotlib.pyplot as plt
 
     fig, ax = _figure(1.5 + 0.45 * len(timelines))
@@ -625,24 +603,7 @@ def plot_startup(timelines: Mapping[str, Sequence[Sequence[Any]]]) -> Any:
     ax.legend(keys, names, fontsize=7, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.set_yticks(range(len(timelines)), list(timelines))
     ax.invert_yaxis()
-    return _done(fig, ax, xlabel="seconds from start")
-
-
-def plot_decode_bound(rows: Sequence[Mapping[str, Any]]) -> Any:
-    """Return `decode_bounds` as grouped bars: a group a model, a bar a card and batch."""
-    fig, ax = _figure(3.2)
-    keys = list(dict.fromkeys(r["model"] for r in rows))
-    bars = list(dict.fromkeys((r["card"], r["batch"]) for r in rows))
-    width = 0.8 / len(bars)
-    for i, (card, batch) in enumerate(bars):
-        value = {
-            r["model"]: r["tokens_per_s"] for r in rows if (r["card"], r["batch"]) == (card, batch)
-        }
-        xs = [k + i * width for k in range(len(keys))]
-        ax.bar(xs, [value[k] for k in keys], width, label=f"{card}, batch {batch}")
-    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))], keys)
-    ax.legend(fontsize=7)
-    return _done(fig, ax, yscale="log", ylabel="output tokens/s, upper bound")
+    return _done(fig, ax, xlabel=xlabel)
 
 
 def ratio_lines(ratios: Mapping[str, Mapping[str, float]]) -> list[str]:
@@ -652,98 +613,37 @@ def ratio_lines(ratios: Mapping[str, Mapping[str, float]]) -> list[str]:
     ]
 
 
-def check_report(report: Mapping[str, Any]) -> list[str]:
-    """Return what is wrong with a report: a missing key, a ratio not a positive median in range."""
-    keys = ("version", "model", "device", "parts", "ratios", "decode_bound")
-    found = [f"missing {k!r}" for k in keys if k not in report]
-    for name, r in report.get("ratios", {}).items():
-        if not {"median", "low", "high"} <= set(r) or not 0 < r["low"] <= r["median"] <= r["high"]:
-            found.append(f"ratio {name!r} is not a positive median inside its range: {r}")
-    return found
-
-
 def stage_photos() -> dict[str, Image.Image]:
     """Return the stage breakdown's photos: one tile, seven tiles, and 12 megapixels."""
     return {n: images.load_image(n) for n in ("astronaut", "cat")} | {"phone photo": big_photo()}
 
 
-def run_offline(
-    llm: Any, args: dict, parts: Sequence[str], rounds: int = 3, tokens: int = 16
-) -> dict:
-    """Return the offline parts named in ``parts``, run on one engine, by name."""
-    photos = [images.load_image(n) for n in ("cat", "astronaut", "coffee", "rocket")]
-    run = {
-        "stages": lambda: {"rows": stages(llm, stage_photos(), tokens, rounds)},
-        "overhead": lambda: overhead(llm, args, photos[0], rounds + 2, tokens),
-        "batching": lambda: batching(llm, photos, rounds, tokens),
-        "payload": lambda: payload(big_photo(), llm, rounds=max(rounds - 1, 2), tokens=tokens),
-        "caches": lambda: caches(llm, photos[0], rounds, tokens),
-    }
-    return {name: fn() for name, fn in run.items() if name in parts}
-
-
 def add_arguments(ap: Any) -> None:
-    """Add the benchmark's options to an argparse parser."""
-    ap.add_argument("--model", default="tiny", help="support-matrix key, hub id or folder")
-    ap.add_argument("--device", default="auto", help="auto, npu, cuda or cpu")
-    ap.add_argument("--quick", action="store_true", help="3 rounds a comparison, not 7")
-    ap.add_argument("--only", nargs="*", default=(), choices=PARTS, help="parts to run (all)")
-    ap.add_argument("--out", default="build/bench/bench.json", help="the JSON report")
-    ap.add_argument("--tokens", type=int, default=16, help="output tokens of a measured request")
-    ap.add_argument("--caps", default="12,6", help="max_dynamic_patch values to compare")
-    ap.add_argument("--api-servers", default="", help="--api-server-count values (cpu 1, else 1,4)")
-    ap.add_argument("--clients", default="1,4", help="concurrent clients of vllm bench serve")
-    ap.add_argument("--startup-each", action="store_true", help="switch each CPU setting alone too")
+    """Add the benchmark's options: notebook 05's parameters, and where its outputs go."""
+    ap.add_argument("--profile", default="cpu", help="profile of notebooks/manifest.toml")
+    ap.add_argument("--model", default=None, help="support-matrix key, hub id or folder")
+    ap.add_argument("--rounds", type=int, default=7, help="rounds a comparison (more: narrower)")
+    ap.add_argument("--serve", action="store_true", help="also benchmark a server")
+    ap.add_argument("--api-servers", default="1", help="--api-server-count values, with --serve")
+    ap.add_argument("--startup-rounds", type=int, default=1, help="fresh-process start-ups")
+    ap.add_argument("--out", default="build/bench", help="the executed notebook and its results")
 
 
 def run_from_args(args: Any) -> int:
-    """Run the parts the options name, print each ratio with its range, write the report."""
-    device = engine.detect_device(args.device)
-    engine.set_device_env(device)
-    parts, rounds = args.only or PARTS, 3 if args.quick else 7
-    eargs, found = engine.engine_args(args.model, device, **STATS_ARGS), {}
-    if set(parts) - {"startup", "serve"}:
-        from vllm import LLM
+    """Execute notebook 05 with these parameters; print each ratio with its range.
 
-        with startup_log() as found["engine start-up"]:
-            llm = LLM(**eargs)
-        found.update(run_offline(llm, eargs, [*parts, "stages"], rounds, args.tokens))
-        llm.llm_engine.engine_core.shutdown()
-    if "patches" in parts:
-        by_cap = {tiling.max_dynamic_patch(eargs): found["stages"]["rows"]}
-        for cap in [int(c) for c in args.caps.split(",")][1:]:
-            small = LLM(
-                **engine.engine_args(args.model, device, max_dynamic_patch=cap, **STATS_ARGS)
-            )
-            by_cap[cap] = stages(small, stage_photos(), args.tokens, rounds)
-            small.llm_engine.engine_core.shutdown()
-        found["patches"] = patches(by_cap)
-    counts = [int(c) for c in (args.api_servers or ("1" if device == "cpu" else "1,4")).split(",")]
-    for count in counts if "serve" in parts else []:
-        more = {"api_server_count": count} if count > 1 else {}  # vLLM's --api-server-count
-        with server.Server({**engine.engine_args(args.model, device), **more}) as srv:
-            found[f"server start-up, {count} api servers"] = {"seconds": srv.startup_seconds}
-            if count == counts[0]:
-                found["payload, server"] = payload(
-                    big_photo(), client=srv.client(), tokens=args.tokens
-                )
-            clients = [int(k) for k in args.clients.split(",")]
-            print(
-                "on an NPU: vllm bench serve",
-                shlex.join(serve_cli(srv.base_url, srv.model, max(clients))),
-            )
-            found[f"serve, {count} api servers"] = serve_bench(srv, clients, 2 * args.tokens)
-    if "startup" in parts:
-        configs = startup_configs(engine.engine_args(args.model, device), device, args.startup_each)
-        found["startup"] = startup(configs, 1 if args.quick else 2)
-    ratios = {k: v for part in found.values() for k, v in part.get("ratios", {}).items()}
-    report = {"version": 1, "model": args.model, "device": device, "rounds": rounds, "parts": found}
-    report.update(
-        ratios=ratios, decode_bound=decode_bounds(), cpus=os.cpu_count(), load=os.getloadavg()
+    Returns 0 when the notebook passed the runner's checks, else 1.
+    """
+    from cookbook import runner
+
+    params = {"rounds": args.rounds, "serve": args.serve, "api_servers": args.api_servers,
+              "startup_rounds": args.startup_rounds}  # fmt: skip
+    (report,) = runner.run_notebooks(
+        args.profile, only=["05"], out_dir=args.out, model=args.model, overrides=params
     )
-    print("\n".join(ratio_lines(ratios)))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"report: {out}")
-    return 1 if check_report(report) else 0
+    if report.record and Path(report.record).is_file():
+        record = json.loads(Path(report.record).read_text())
+        print("\n".join(ratio_lines(record["ratios"])))
+        print(f"{record['model']} on {record['device']}; load {os.getloadavg()[0]:.1f} here")
+    print(f"executed notebook: {report.executed}")
+    return 0 if report.status == "passed" else 1

@@ -1,17 +1,10 @@
 """Checks that refuse a request before the engine or server sees it, with the fix in the message.
 
-One set of checks for the offline engine and the server, read from the same engine
-arguments (`cookbook.engine.engine_args`) that built either of them:
-
-* placeholders: typed ``<image>`` placeholders that do not match the images (vLLM would
-  silently add the missing ones in front, out of order), another model family's image
-  markers or turn format, InternVL's own image tokens typed as text;
-* the image limit, ``limit_mm_per_prompt`` (``--limit-mm-per-prompt`` on a server);
-* the token budget: image tokens (`cookbook.tiling`) plus ``max_tokens`` against
-  ``max_model_len``.
-
-A library's own error that is already clear (Pillow on a broken file, vLLM on a bad
-argument) passes through untouched.
+Read from the engine arguments that built either (`cookbook.engine.engine_args`): typed
+``<image>`` placeholders that do not match the images (vLLM would silently add the missing
+ones in front), other models' markers, InternVL's image tokens typed as text; the
+``limit_mm_per_prompt``; image tokens plus ``max_tokens`` against ``max_model_len``. A
+library's own clear error (Pillow on a broken file, vLLM on a bad argument) passes through.
 """
 
 from __future__ import annotations
@@ -55,9 +48,7 @@ def _text(message: dict[str, Any]) -> str:
 def check_placeholders(messages: Sequence[dict[str, Any]], placeholder: str = "<image>") -> None:
     """Refuse typed placeholders that do not match the message's images, and foreign markers.
 
-    Raises:
-        ValueError: Naming how many placeholders and images a message has, or what foreign
-            marker or reserved token it found, and what to write instead.
+    Raises ValueError naming the counts, or the marker or reserved token, and what to write.
     """
     for turn, message in enumerate(messages, 1):
         text = _text(message)
@@ -112,21 +103,11 @@ def _frames(part: dict[str, Any]) -> int:
 def check_request(messages: Sequence[dict[str, Any]], args: dict[str, Any], max_tokens: int) -> int:
     """Check one conversation against the engine (or server) built from ``args``.
 
-    Args:
-        messages: OpenAI-style chat messages (`cookbook.prompts.user_message`).
-        args: The engine arguments of the engine or server (`cookbook.engine.engine_args`).
-        max_tokens: The answer's token budget (``SamplingParams.max_tokens``).
-
-    Returns:
-        The image and video tokens the request will take (remote URLs not counted: their
-        size is unknown until the server fetches them). A video frame is one tile, 256
-        tokens (vLLM's ``InternVLVideoProcessor``).
-
-    Raises:
-        ValueError: `check_placeholders` fails; video for a model vLLM takes none for; more
-            images or videos than ``limit_mm_per_prompt`` allows; or image tokens plus
-            ``max_tokens`` exceed ``max_model_len``. Each message names the numbers and
-            the remedies.
+    Returns the image and video tokens it will take, remote URLs not counted (their size is
+    unknown until fetched); a video frame is one tile, 256 tokens (``InternVLVideoProcessor``).
+    Raises ValueError, naming numbers and remedies: `check_placeholders` fails, video for a
+    model vLLM takes none for, more than ``limit_mm_per_prompt``, or image tokens plus
+    ``max_tokens`` above ``max_model_len``.
     """
     from cookbook import models
 
@@ -153,16 +134,16 @@ def check_request(messages: Sequence[dict[str, Any]], args: dict[str, Any], max_
     patch = tiling.max_dynamic_patch(args)
     sizes = [s for s in map(_size, pictures) if s is not None]
     frames = sum(map(_frames, videos))
-    tokens = (
-        sum(tiling.plan(size, patch).tokens for size in sizes) + frames * tiling.TOKENS_PER_TILE
-    )
+    tokens = sum(tiling.plan(s, patch).tokens for s in sizes) + frames * tiling.TOKENS_PER_TILE
     budget = int(args["max_model_len"])
     if tokens + max_tokens > budget:
+        several_tiles = tokens > tiling.TOKENS_PER_TILE * (len(sizes) + frames)
+        fewer_tiles = f"lower max_dynamic_patch (now {patch}; 1 makes each image 256 tokens), "
         raise ValueError(
             f"{len(sizes)} image(s) and {frames} video frame(s) take {tokens} tokens; with "
             f"max_tokens={max_tokens} that is {tokens + max_tokens} > max_model_len={budget}, "
-            f"before any text. Send fewer images or frames, lower max_dynamic_patch (now "
-            f"{patch}; 1 makes each image 256 tokens), lower max_tokens, or raise max_model_len"
+            f"before any text. Send fewer images or frames, {fewer_tiles if several_tiles else ''}"
+            "lower max_tokens, or raise max_model_len"
         )
     return tokens
 
@@ -172,12 +153,8 @@ def prepare_batch(
 ) -> tuple[list[list[dict[str, Any]] | None], list[str | None]]:
     """Build and check each ``(images, question)`` item of a batch on its own.
 
-    A bad item (a missing file, too many images, ...) does not sink the batch: it gets
-    its error, named by index, and the others go on.
-
-    Returns:
-        ``(conversations, errors)``, one entry each per item, in order: a conversation
-        ready for ``LLM.chat`` and ``None``, or ``None`` and the error text.
+    Returns ``(conversations, errors)``, in item order: a conversation for ``LLM.chat`` and
+    None, or None and the error (named by index), so a bad item does not sink the batch.
     """
     conversations: list[list[dict[str, Any]] | None] = []
     errors: list[str | None] = []

@@ -49,9 +49,9 @@ def _serve(args: argparse.Namespace) -> int:
     args_ = engine.engine_args(args.model, args.device, **overrides)
     # The key, when set, is handed to the server in its environment, never on a command line.
     # The stop ids go to the server too, so clients that send none (curl, lm-eval) stop right.
-    stop = prompts.stop_token_ids_of(args_["model"])
+    stop_ids = prompts.stop_token_ids_of(args_["model"])
     srv = server.Server(
-        args_, port=args.port, api_key=os.environ.get("VLLM_API_KEY"), stop_token_ids=stop
+        args_, port=args.port, api_key=os.environ.get("VLLM_API_KEY"), stop_token_ids=stop_ids
     )
     print("command:", shlex.join(srv.command), flush=True)
 
@@ -87,7 +87,7 @@ DELEGATED = {
     "run-notebooks": ("cookbook.runner", "execute and check the notebooks"),
     "check": ("cookbook.envcheck", "check this machine for a model"),
     "bench": ("cookbook.bench", "the benchmarks"),
-    "tiny": ("cookbook.tiny", "the tiny checkpoint: build, train, gate"),
+    "tiny": ("cookbook.tiny.__main__", "the tiny checkpoint: build, train, gate"),
 }
 
 

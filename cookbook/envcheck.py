@@ -1,11 +1,9 @@
 """Check a machine for a model before any engine starts: PASS/WARN/FAIL lines, each with a fix.
 
-``python -m cookbook check --model internvl3-8b`` (``bash env/npu/check-npu.sh`` in the
-vllm-ascend container) runs `run_checks`: the device (``npu-smi info`` and the Ascend chip,
-torch-npu, CUDA or the CPU), the versions against the pins in ``pyproject.toml``, the
-variables vLLM and vllm-ascend read, the model in the cache vLLM will read (Hugging Face or
-ModelScope), and weights plus KV cache against free memory. No engine starts; torch,
-torch-npu, vLLM and huggingface_hub are imported inside the checks that need them.
+`run_checks`: the device (``npu-smi info``, the Ascend chip, torch-npu, CUDA or CPU), versions
+against ``pyproject.toml``'s pins, the variables vLLM and vllm-ascend read, the model in the
+cache vLLM reads (Hugging Face or ModelScope), weights plus KV cache against free memory. torch,
+torch-npu, vLLM and huggingface_hub are imported only inside the checks that need them.
 """
 
 from __future__ import annotations
@@ -65,8 +63,8 @@ def npu_smi() -> tuple[int | None, str]:
 def chip(text: str) -> tuple[str | None, str]:
     """Return ``(family, name)`` of the first NPU in ``npu-smi info``: A2, A3, 310P, A5 or None.
 
-    The name is the second column of an NPU row: ``910B3`` on Atlas A2, ``Ascend910`` on
-    Atlas A3 (as in vllm-ascend #2035), ``310P3`` on Atlas 300I Duo.
+    The name is an NPU row's second column: ``910B3`` on A2, ``Ascend910`` on A3 (vllm-ascend
+    #2035), ``310P3`` on Atlas 300I Duo.
     """
     found = re.search(r"^\|\s*\d+\s+(\w*[A-Za-z]\w*(?:-\w+)?)\s+\|", text, re.M)
     name = found.group(1) if found else "no NPU row"
@@ -300,10 +298,10 @@ def device_memory(device: str, smi_text: str = "") -> tuple[int, int, str] | Non
 def check_memory(spec: models.ModelSpec, device: str, max_model_len: int, smi: str = "") -> Check:
     """Return weights + KV cache of one ``max_model_len`` sequence against the device's memory.
 
-    Weights: parameters x bytes of the dtype (of a folder: its safetensors files). KV cache:
-    `models.ModelSpec.kv_bytes_per_token` x ``max_model_len``; on the CPU the engine's fixed
-    ``kv_cache_memory_bytes`` (`engine.DEVICE_ARGS`). On an accelerator vLLM claims
-    `GPU_MEMORY_UTILIZATION` of the total at start, which must be free.
+    Weights: parameters x dtype bytes, or a folder's safetensors files. KV cache:
+    `models.ModelSpec.kv_bytes_per_token` x ``max_model_len``; on the CPU the fixed
+    ``kv_cache_memory_bytes`` of `engine.DEVICE_ARGS`. On an accelerator vLLM claims
+    `GPU_MEMORY_UTILIZATION` of the total at start: it must be free.
     """
     size, folder = (4 if spec.dtype == "float32" else 2), Path(spec.hub_id)
     files = folder.glob("*.safetensors") if folder.is_dir() else []
@@ -333,9 +331,8 @@ def run_checks(
 ) -> list[Check]:  # fmt: skip
     """Return every check for ``model`` on ``device``; ``model=None`` checks no model.
 
-    A device asked for by name (not ``"auto"``) is the one the checks after the first are
-    about, whether or not this machine offers it: ``--device npu`` on a container whose
-    torch-npu is broken still reports the NPU stack, variables and HBM.
+    The checks after the first are about a device named (not ``"auto"``) even where it is
+    missing: ``--device npu`` with a broken torch-npu still reports the NPU stack and HBM.
     """
     env = os.environ if environ is None else environ
     smi = npu_smi()

@@ -1,9 +1,8 @@
 """InternVL's grounding: ask where a thing is, read ``<ref>...</ref><box>[[x1, y1, x2, y2]]</box>``.
 
-InternVL writes box corners on a 0-1000 scale of the image's width and height, whatever
-its size (InternVL's grounding examples and model cards). ``<ref>``, ``</ref>``,
-``<box>`` and ``</box>`` are special tokens of its tokenizers, so they reach the answer
-only with ``SamplingParams(skip_special_tokens=False)``.
+Box corners are on a 0-1000 scale of the image's width and height (InternVL's model cards).
+``<ref>``, ``<box>`` and their ends are special tokens of its tokenizers, so they reach the
+answer only with ``SamplingParams(skip_special_tokens=False)``.
 """
 
 from __future__ import annotations
@@ -31,14 +30,9 @@ def question(label: str) -> str:
 def parse_boxes(answer: str, size: tuple[int, int]) -> list[dict[str, Any]]:
     """Return the boxes of a grounding answer in pixels of an image of ``size = (width, height)``.
 
-    Returns:
-        One ``{"label": str, "box": [x1, y1, x2, y2]}`` per box, pixel coordinates
-        (x to the right, y down), in the order of the answer.
-
-    Raises:
-        ValueError: The answer holds no ``<ref>...</ref><box>...</box>`` (the message says
-            to check ``skip_special_tokens=False``), or a box that is not four numbers
-            within 0-1000 with its first corner above and left of its second.
+    One ``{"label": str, "box": [x1, y1, x2, y2]}`` per box (x right, y down), in answer order.
+    Raises ValueError: no ``<ref>...</ref><box>...</box>`` (check skip_special_tokens=False), or
+    a box not four numbers within 0-1000, its first corner above and left of its second.
     """
     found = list(_REF_BOX.finditer(answer))
     if not found:
@@ -61,11 +55,7 @@ def parse_boxes(answer: str, size: tuple[int, int]) -> list[dict[str, Any]]:
                     f"box {numbers} for {match['label']!r} is outside InternVL's 0-{SCALE} scale "
                     "or its corners are swapped; it cannot be drawn"
                 )
-            scaled = [
-                x1 * width / SCALE,
-                y1 * height / SCALE,
-                x2 * width / SCALE,
-                y2 * height / SCALE,
-            ]
+            scaled = [x1 * width / SCALE, y1 * height / SCALE]
+            scaled += [x2 * width / SCALE, y2 * height / SCALE]
             boxes.append({"label": match["label"].strip(), "box": [round(v) for v in scaled]})
     return boxes

@@ -1,8 +1,7 @@
 """Images for InternVL requests: sample photos, any source as RGB, data URLs, a sample clip.
 
-The sample photos ship with scikit-image (its ``data`` folder), so everything works
-offline. What is known about each photo (its file, the objects in it with hand-checked
-boxes, the words an answer about it should contain) lives in ``cookbook/samples.toml``.
+The sample photos ship with scikit-image (its ``data`` folder), so all works offline; their
+files, objects (hand-checked boxes) and expected answer words are in ``cookbook/samples.toml``.
 """
 
 from __future__ import annotations
@@ -35,10 +34,9 @@ def samples() -> dict[str, dict[str, Any]]:
 
 
 def sample_path(name: str) -> Path:
-    """Return the file of a sample photo (``"cat"``, ``"astronaut"``, ...) in scikit-image.
+    """Return the file of a sample photo (``"cat"``, ...) in scikit-image.
 
-    Raises:
-        ValueError: ``name`` is not a sample; the message lists the names.
+    Raises ValueError, listing the names, when ``name`` is not a sample.
     """
     if "file" not in samples().get(name, {}):
         photos = sorted(n for n, s in samples().items() if "file" in s)
@@ -51,9 +49,8 @@ def sample_path(name: str) -> Path:
 def to_rgb(img: Image.Image) -> Image.Image:
     """Return ``img`` upright (EXIF orientation) as RGB of the same size.
 
-    Transparent pixels become white, not the black that ``convert("RGB")`` leaves (modes
-    RGBA, LA, PA, and P or L with a transparency entry); 16-bit grey (``I;16``, ``I``) is
-    scaled to 8 bits, not clipped; every other mode (L, CMYK, ...) uses Pillow's conversion.
+    Transparent pixels become white, not the black of ``convert("RGB")``; 16-bit grey (``I;16``,
+    ``I``) is scaled to 8 bits, not clipped; other modes (L, CMYK, ...) use Pillow's conversion.
     """
     img = ImageOps.exif_transpose(img) or img
     if img.mode.startswith("I"):
@@ -68,17 +65,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def load_image(src: Any, *, timeout: float = 10.0) -> Image.Image:
     """Return an image as RGB (`to_rgb`) from a sample name, path, URL, data URL, bytes or PIL.
 
-    Args:
-        src: A sample name (see ``samples()``), a local path, an http(s) URL (fetched with
-            httpx), a ``data:image/...;base64,`` URL, raw bytes, or a ``PIL.Image.Image``.
-        timeout: Seconds to wait for an http(s) URL.
-
-    Raises:
-        FileNotFoundError: A path that does not exist.
-        ValueError: Bytes that are no image, a malformed or mislabelled data URL, bare
-            base64 text without its ``data:`` prefix, or more pixels than Pillow's
-            decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
-        httpx.HTTPError: The URL could not be fetched (its message names the URL).
+    ``timeout``: seconds to wait for an http(s) URL (httpx). Raises FileNotFoundError (no such
+    file), httpx.HTTPError (naming the URL), or ValueError: bytes that are no image, a bad or
+    mislabelled data URL, bare base64 without its ``data:`` prefix, or more pixels than
+    ``PIL.Image.MAX_IMAGE_PIXELS``.
     """
     if isinstance(src, Image.Image):
         return to_rgb(src)
@@ -124,10 +114,7 @@ def _decode(data: bytes, source: str) -> Image.Image:
 
 
 def to_data_url(img: Image.Image, fmt: str = "PNG") -> str:
-    """Return ``img`` as a ``data:image/<fmt>;base64,...`` URL whose MIME type is its format.
-
-    PNG (the default) is lossless: the server sees the very pixels the offline engine sees.
-    """
+    """Return ``img`` as a ``data:image/<fmt>;base64,...`` URL (PNG: lossless, the exact pixels)."""
     buffer = io.BytesIO()
     to_rgb(img).save(buffer, format=fmt)
     return f"data:{_MIME[fmt]};base64,{base64.b64encode(buffer.getvalue()).decode()}"
@@ -136,10 +123,8 @@ def to_data_url(img: Image.Image, fmt: str = "PNG") -> str:
 def from_data_url(url: str) -> Image.Image:
     """Return the RGB image in a base64 data URL.
 
-    Raises:
-        ValueError: The URL is not ``data:<image mime>;base64,<payload>``, the payload is
-            not base64 or not an image, or the MIME type says another format than the
-            bytes (``data:image/jpeg`` carrying PNG bytes).
+    Raises ValueError: not ``data:<image mime>;base64,<payload>``, a payload that is not base64
+    or no image, or a MIME type that is not the bytes' format (PNG bytes as ``image/jpeg``).
     """
     match = _DATA_URL.fullmatch(url.strip())
     if not match or not match["mime"].lower().startswith("image/"):
@@ -164,18 +149,12 @@ def from_data_url(url: str) -> Image.Image:
 
 
 def image_part(src: Any, *, fit: bool = True) -> dict[str, Any]:
-    """Return an OpenAI-style ``image_url`` content part for a chat message.
+    """Return an OpenAI-style ``image_url`` content part, for ``LLM.chat`` and a server alike.
 
-    One format serves ``LLM.chat`` offline and a vLLM server alike. Local files, sample
-    names, bytes and PIL images become PNG data URLs (a server cannot read the client's
-    files); an http(s) URL is passed on for the server to fetch; a data URL is checked
-    (`from_data_url`) and passed on.
-
-    Args:
-        src: What `load_image` takes, or an http(s) or data URL.
-        fit: Shrink a photo larger than its tile grid to the grid's size first
-            (`cookbook.tiling.fit_to_grid`: the same tiles and tokens, fewer bytes). False
-            sends the exact pixels. Needs vLLM installed; without it nothing is shrunk.
+    An http(s) URL is passed on for the server to fetch, a data URL checked and passed on;
+    whatever else `load_image` takes becomes a PNG data URL. ``fit`` first shrinks a photo to
+    its tile grid (`cookbook.tiling.fit_to_grid`: same tokens, fewer bytes) where vLLM is
+    installed; False sends the exact pixels.
     """
     text = src if isinstance(src, str) else ""
     if text.startswith(("http://", "https://")):
@@ -194,27 +173,22 @@ def image_part(src: Any, *, fit: bool = True) -> dict[str, Any]:
 def video_part(frames: np.ndarray) -> dict[str, Any]:
     """Return a ``video_url`` content part carrying ``frames`` (``(T, H, W, 3)`` uint8).
 
-    vLLM takes a ``data:video/jpeg;base64,<frame>,<frame>,...`` URL, JPEG frames joined by
-    commas, offline and on a server alike, and decodes each frame with Pillow: no video
-    codec is needed on either side.
+    vLLM, offline and served, takes ``data:video/jpeg;base64,<frame>,<frame>,...`` and decodes
+    each JPEG frame with Pillow: no video codec is needed.
     """
     encoded = []
     for frame in frames:
         buffer = io.BytesIO()
         Image.fromarray(frame).save(buffer, format="JPEG", quality=95)
         encoded.append(base64.b64encode(buffer.getvalue()).decode())
-    return {
-        "type": "video_url",
-        "video_url": {"url": "data:video/jpeg;base64," + ",".join(encoded)},
-    }
+    url = "data:video/jpeg;base64," + ",".join(encoded)
+    return {"type": "video_url", "video_url": {"url": url}}
 
 
 def sample_clip(num_frames: int = 8, size: int = 448) -> np.ndarray:
-    """Return a generated clip: a red ball rolling left to right across a white floor.
+    """Return a generated clip of a red ball rolling left to right, the same for the same arguments.
 
-    Returns:
-        ``uint8`` array of shape ``(num_frames, size, size, 3)``, the layout vLLM takes as
-        ``multi_modal_data={"video": clip}``. The same arguments give the same pixels.
+    A uint8 ``(num_frames, size, size, 3)`` array, as ``multi_modal_data={"video": clip}`` takes.
     """
     from PIL import ImageDraw
 

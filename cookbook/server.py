@@ -1,11 +1,9 @@
 """Start, wait for and stop a vLLM OpenAI-compatible server; the client side with ``openai``.
 
-``Server`` runs ``vllm serve`` with the same engine arguments the offline notebooks pass
-to ``LLM(...)`` (`cookbook.engine.engine_args`) and keeps them, so the client-side checks
-(`cookbook.checks.check_request`) read the server's real settings. It listens on
-127.0.0.1 only, takes its API key from the environment (``VLLM_API_KEY``, never the
-command line), and stops its whole process family on exit, on an error, at interpreter
-exit, or when the process that started it dies.
+``Server`` runs ``vllm serve`` with the engine arguments the notebooks pass to ``LLM(...)``
+(`cookbook.engine.engine_args`) and keeps them for `cookbook.checks.check_request`. It
+listens on 127.0.0.1 only and stops its whole process family on exit, on an error, at
+interpreter exit, or when the process that started it dies.
 """
 
 from __future__ import annotations
@@ -41,23 +39,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Server:
     """A vLLM server this process starts, and stops on exit (a context manager).
 
-    Args:
-        args: Engine arguments (`cookbook.engine.engine_args`); kept as ``self.args``.
-        port: TCP port on 127.0.0.1; None picks a free one.
-        api_key: When given, the server requires it (passed as ``VLLM_API_KEY`` in the
-            server's environment, so it is in no command line, log or error message).
-        log_path: File for the server's output; None makes one in ``$COOKBOOK_LOG_DIR``
-            (else the temporary folder).
-        startup_timeout: Seconds to wait until the server answers.
-        stop_token_ids: Ids that end every answer, also for clients that send none (curl,
-            lm-eval, ``vllm bench serve``): written as ``eos_token_id`` of a generation
-            config the server reads (``--generation-config``). vLLM's server otherwise stops
-            only on the tokenizer's end-of-sequence token, which for InternVL2/2.5 is not
-            the ``<|im_end|>`` that ends a chat turn (vLLM issues #7349, #7148).
-
-    Example:
-        >>> with Server(engine_args("tiny")) as server:  # doctest: +SKIP
-        ...     client = server.client()
+    ``port`` None picks a free one. ``api_key`` goes to the server as ``VLLM_API_KEY`` in its
+    environment, so it is in no command line, log or error. ``log_path`` None makes a file in
+    ``$COOKBOOK_LOG_DIR`` (else the temporary folder). ``startup_timeout`` is in seconds.
+    ``stop_token_ids`` end every answer, also for clients that send none (curl, lm-eval):
+    written as ``eos_token_id`` of a ``--generation-config``, since vLLM's server otherwise
+    stops only on the tokenizer's EOS, for InternVL2/2.5 not ``<|im_end|>`` (vLLM #7349, #7148).
     """
 
     def __init__(
@@ -73,9 +60,8 @@ class Server:
         self.args = dict(args)
         if stop_token_ids:
             folder = Path(tempfile.mkdtemp(prefix="vllm-generation-config-"))
-            (folder / "generation_config.json").write_text(
-                json.dumps({"eos_token_id": stop_token_ids})
-            )
+            config = json.dumps({"eos_token_id": stop_token_ids})
+            (folder / "generation_config.json").write_text(config)
             self.args["generation_config"] = str(folder)
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host)
@@ -96,10 +82,8 @@ class Server:
     def start(self) -> Server:
         """Start the server; return once ``/health`` answers 200 and ``/v1/models`` lists the model.
 
-        Raises:
-            RuntimeError: The server exited or did not answer within ``startup_timeout``;
-                the message has the exit code, the command and the log's last lines. The
-                server's processes are stopped first.
+        Raises RuntimeError (after stopping its processes) when the server exits or does not
+        answer within ``startup_timeout``: the exit code, the command, the log's last lines.
         """
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLLM_HOST_IP": self.host}
         if self.api_key:
@@ -134,10 +118,8 @@ class Server:
             if self.process.poll() is not None:
                 raise self._failure(f"exited while starting (exit code {self.process.returncode})")
             try:
-                if (
-                    httpx.get(f"http://{self.host}:{self.port}/health", timeout=5).status_code
-                    == 200
-                ):
+                health = httpx.get(f"http://{self.host}:{self.port}/health", timeout=5)
+                if health.status_code == 200:
                     if self.model in models(self.base_url, self.api_key, timeout=5):
                         return
                     why = "/v1/models does not list the model yet"
@@ -156,8 +138,7 @@ class Server:
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server and every process it started; safe to call twice.
 
-        SIGTERM to its process group, SIGKILL after ``timeout`` seconds, then SIGKILL to any
-        descendant that left the group (psutil).
+        SIGTERM to its process group, SIGKILL after ``timeout`` s, then to descendants still alive.
         """
         proc, self.process = self.process, None
         if proc is None:
@@ -182,8 +163,7 @@ class Server:
     def client(self, timeout: float = 60.0, max_retries: int = 2) -> Any:
         """Return an ``openai.OpenAI`` client for this server.
 
-        ``max_retries`` also covers the keep-alive connection vLLM closes after an error
-        answer, so one client can be kept for a whole session.
+        Its retries also cover the keep-alive connection vLLM closes after an error answer.
         """
         return client(self.base_url, self.api_key, timeout=timeout, max_retries=max_retries)
 
@@ -199,10 +179,9 @@ class Server:
 
 
 def client(base_url: str, api_key: str | None = None, **kwargs: Any) -> Any:
-    """Return an ``openai.OpenAI`` client for a vLLM server at ``base_url`` (``.../v1``).
+    """Return an ``openai.OpenAI(**kwargs)`` client for ``base_url`` (``.../v1``).
 
-    The key defaults to ``VLLM_API_KEY`` from the environment; ``kwargs`` go to
-    ``openai.OpenAI`` (``timeout``, ``max_retries``).
+    The key defaults to ``$VLLM_API_KEY``.
     """
     import openai
 
@@ -213,8 +192,7 @@ def client(base_url: str, api_key: str | None = None, **kwargs: Any) -> Any:
 def models(base_url: str, api_key: str | None = None, *, timeout: float = 10.0) -> list[str]:
     """Return the model ids a server serves (``GET /v1/models``), waiting at most ``timeout`` s.
 
-    Raises:
-        httpx.HTTPError: No answer in time, or an error status.
+    Raises httpx.HTTPError: no answer in time, or an error status.
     """
     key = api_key or os.environ.get("VLLM_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -224,15 +202,10 @@ def models(base_url: str, api_key: str | None = None, *, timeout: float = 10.0) 
 
 
 def chat(client: Any, model: str, messages: list[dict[str, Any]], **request: Any) -> results.Result:
-    """Send one chat request and return its `cookbook.results.Result`.
+    """Send one chat request (``request`` to ``client.chat.completions.create``); return its Result.
 
-    ``request`` goes to ``client.chat.completions.create`` (``max_tokens``,
-    ``temperature``, ``extra_body={"stop_token_ids": [...]}``, ``timeout``, ...).
-
-    Raises:
-        openai.APIError: As the client raises it; when the request carries http(s) image
-            URLs, which the server fetches itself, a timeout or server error is raised
-            again as ``RuntimeError`` naming them and the remedy.
+    Raises openai.APIError as the client does; a timeout or server error on a request with
+    http(s) image URLs, which the server fetches itself, as RuntimeError naming them and the fix.
     """
     import openai
 

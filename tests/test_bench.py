@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -90,23 +93,6 @@ def test_the_decode_bounds_cover_each_model_card_and_batch():
     assert all(r["fits"] for r in rows)  # at most 17 GB of weights and 5 GB of KV cache
 
 
-def test_check_report_finds_missing_keys_and_ratios_out_of_their_range():
-    good = {
-        "version": 1,
-        "model": "tiny",
-        "device": "cpu",
-        "parts": {},
-        "decode_bound": [],
-        "ratios": {"a": bench.ratio([2, 3], [1, 1])},
-    }
-    assert bench.check_report(good) == []
-    assert bench.check_report({**good, "ratios": {"a": {"median": 5, "low": 1, "high": 2}}})
-    assert bench.check_report({**good, "ratios": {"a": {"median": -1, "low": -2, "high": 0}}})
-    assert "missing 'ratios'" in bench.check_report(
-        {k: v for k, v in good.items() if k != "ratios"}
-    )
-
-
 def test_startup_configs_switch_the_cpu_settings_back_one_at_a_time():
     args = {"model": "m", "distributed_executor_backend": "uni", "skip_mm_profiling": True}
     configs = bench.startup_configs(args, "cpu", each=True)
@@ -174,7 +160,6 @@ def test_each_plot_returns_a_figure_with_something_drawn():
         bench.plot_forest({"x": r}, dots=True),
         bench.plot_patches(bench.patches({12: rows, 1: small})),
         bench.plot_startup({"engine": [["import vllm", 0, 5.0], ["LLM(...)", 5.0, 3.0]]}),
-        bench.plot_decode_bound(bench.decode_bounds()),
     ]
     for fig in figures:
         assert any(ax.patches or ax.lines or ax.collections for ax in fig.axes)
@@ -200,7 +185,8 @@ def test_the_quick_offline_benchmarks_give_positive_ratios_on_a_real_engine(llm,
     from cookbook import images
 
     cat, astronaut = images.load_image("cat"), images.load_image("astronaut")
-    found = bench.run_offline(llm, engine_args, ["stages", "caches"], rounds=1, tokens=2)
+    found = {"stages": {"rows": bench.stages(llm, bench.stage_photos(), tokens=2)}}
+    found["caches"] = bench.caches(llm, cat, rounds=1, tokens=2)
     found["overhead"] = bench.overhead(llm, engine_args, cat, rounds=1, tokens=2)
     found["batching"] = bench.batching(llm, [cat, astronaut], rounds=1, tokens=2)
     found["payload"] = bench.payload(bench.big_photo(size=(2000, 1500)), llm, rounds=1, tokens=2)
@@ -225,3 +211,17 @@ def test_the_quick_offline_benchmarks_give_positive_ratios_on_a_real_engine(llm,
     assert [r["tiles"] for r in found["stages"]["rows"]] == [1, 7, 13]
     cached = found["caches"]["cached_tokens"]
     assert cached["prefix cached"][0] > 0 and cached["reset"][0] == 0
+
+
+def test_the_bench_command_takes_notebook_05s_parameters():
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    bench.add_arguments(ap)
+    args = ap.parse_args(["--rounds", "2", "--serve", "--api-servers", "1,4"])
+    assert (args.rounds, args.serve, args.api_servers, args.profile) == (2, True, "1,4", "cpu")
+    source = Path(__file__).resolve().parents[1] / "notebooks" / "05_benchmark.ipynb"
+    cells = json.loads(source.read_text())["cells"]
+    parameters = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+    names = re.findall(r"^(\w+):", "".join(parameters["source"]), re.M)
+    assert {"rounds", "serve", "api_servers", "startup_rounds"} <= set(names)

@@ -63,6 +63,19 @@ def test_eight_large_images_over_budget_name_the_remedies():  # C04
 
 
 @pytest.mark.vllm
+def test_a_clip_over_budget_is_not_told_to_lower_max_dynamic_patch():
+    # Video frames are one tile each: fewer tiles per image cannot help a long clip.
+    from cookbook import images
+
+    clip = [{"role": "user", "content": [images.video_part(images.sample_clip(64, 64)),
+                                         {"type": "text", "text": "What happens?"}]}]  # fmt: skip
+    with pytest.raises(ValueError) as err:
+        checks.check_request(clip, {**ARGS, "limit_mm_per_prompt": {"video": 1}}, 64)
+    assert "64 video frame(s) take 16384 tokens" in str(err.value)
+    assert "max_dynamic_patch" not in str(err.value) and "fewer images or frames" in str(err.value)
+
+
+@pytest.mark.vllm
 def test_a_remote_url_is_not_counted():
     request = [prompts.user_message("Describe.", ["https://example.com/a.png"])]
     assert checks.check_request(request, ARGS, 64) == 0

@@ -201,3 +201,24 @@ def test_09_counts_the_frames_both_ways_and_refuses_a_long_clip(executed):
     assert video["image_tokens"] == frames["image_tokens"] == record["frames"] * 256
     assert video["text"] == frames["text"]
     assert "refused: 0 image(s) and 64 video frame(s) take 16384 tokens" in _outputs(report)
+
+
+def test_05_forces_the_length_of_measurements_only_never_of_the_checked_answer():
+    # The upstream defect: min_tokens equal to max_tokens made every checked answer run to
+    # max_tokens with finish reason "length" on the npu profile (max_tokens=256).
+    cells = _code(_load("05_benchmark"))
+    checked = next(c for c in cells if "results.from_output(" in c)
+    assert "SamplingParams(" in checked and "min_tokens" not in checked
+
+
+@pytest.mark.notebook
+def test_05_records_an_answer_that_stops_on_its_own_and_every_lever(executed):
+    report, record = executed("05_benchmark")
+    assert report.status == "passed", report.failures
+    (answer,) = record["results"]
+    assert answer["finish_reason"] == "stop" and answer["output_tokens"] < 128
+    names = set(record["ratios"])
+    for lever in ("overhead.cookbook", "batching.cold.4", "caches.processor", "caches.prefix",
+                  "payload.offline", "payload.bytes"):  # fmt: skip
+        assert lever in names, sorted(names)
+    assert [row["tiles"] for row in record["stages"]] == [1, 7, 13]

@@ -1,19 +1,10 @@
 """A tiny InternVL checkpoint that has memorised a few answers about the sample photos.
 
-vLLM runs its real InternVL code on it on a CPU in seconds: dynamic tiling into 448 px
-tiles, 256 placeholder tokens a tile, InternViT, pixel shuffle, a Qwen2 language model.
-It has memorised the answers of ``answers.toml`` (descriptions, counts, boxes, OCR, a
-conversation, JSON, video) and knows nothing else; it is not a capable model.
-
-    from cookbook import tiny
-    path = tiny.checkpoint()          # folder for vLLM's model= (cached, about a second)
-    tiny.checkpoint(layout="hf")      # the same weights in transformers' -hf layout
-    for example in tiny.examples():   # what to send, and the exact answer it gives
-        ...
-    print(tiny.gate(llm))             # does vLLM reproduce them? (>= 95% to pass)
-
-Retrain with ``python -m cookbook.tiny train``. Importing this package loads neither
-torch, vLLM nor transformers; the functions import what they need.
+vLLM runs its real InternVL code on it on a CPU in seconds (448 px tiles, 256 tokens a tile,
+InternViT, pixel shuffle, Qwen2); it knows only the answers of ``answers.toml``. `checkpoint`
+gives the folder for vLLM's ``model=``, `examples` what to send and the exact answer, `gate`
+whether vLLM reproduces them (95% to pass). Retrain with ``python -m cookbook.tiny train``.
+Importing this package loads neither torch, vLLM nor transformers.
 """
 
 from cookbook.tiny.answers import Example, examples

@@ -16,9 +16,8 @@ ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TORCHDYNAMO_DISABLE": "1",
        "VLLM_LOGGING_LEVEL": "ERROR"}  # fmt: skip
 
 
-def main() -> int:
-    """Run the command line; return the exit status (1 when the gate fails)."""
-    ap = argparse.ArgumentParser(prog="python -m cookbook.tiny", description=__doc__)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Add this command's options to ``ap`` (also used by ``python -m cookbook tiny``)."""
     ap.add_argument(
         "command",
         nargs="?",
@@ -30,7 +29,10 @@ def main() -> int:
     ap.add_argument("--random", action="store_true", help="path: the random-weight checkpoint")
     ap.add_argument("--steps", type=int, default=1500, help="train: optimizer steps")
     ap.add_argument("--seed", type=int, default=0, help="train: seed")
-    args = ap.parse_args()
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the command; return the exit status (1 when the gate fails)."""
     for key, value in ENV.items():
         os.environ.setdefault(key, value)
     if args.command == "path":
@@ -59,4 +61,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = argparse.ArgumentParser(prog="python -m cookbook.tiny", description=__doc__)
+    add_arguments(parser)
+    sys.exit(run_from_args(parser.parse_args()))

@@ -15,18 +15,12 @@ ANSWERS_FILE = Path(__file__).with_name("answers.toml")
 
 @dataclass(frozen=True)
 class Example:
-    """One request the tiny checkpoint has memorised, and its answer.
+    """One request the tiny checkpoint has memorised (``id`` and ``task`` of ``answers.toml``).
 
-    Attributes:
-        id: Unique name, as in ``answers.toml``.
-        task: Kind of request (``describe``, ``pair``, ``grounding``, ``json``, ...).
-        messages: OpenAI-style chat messages for ``LLM.chat``: earlier turns of the same
-            conversation (their memorised answers as assistant messages), then this user
-            turn. Photos are ``image_pil`` parts, the clip a ``video_url`` part.
-        answer: The exact answer text, special tokens included (read vLLM's output with
-            ``skip_special_tokens=False``). The model then emits ``<|im_end|>``, which
-            vLLM leaves out of the text (finish reason ``stop``).
-        note: What the answer covers, where that is not obvious, or ``""``.
+    ``messages`` for ``LLM.chat``: earlier turns with their answers, then this user turn (photos
+    as ``image_pil``, the clip as ``video_url`` parts). ``answer`` is the exact text, special
+    tokens included (``skip_special_tokens=False``), then ``<|im_end|>`` (finish reason stop).
+    ``note`` says what the answer covers where that is not obvious, else ``""``.
     """
 
     id: str
@@ -37,10 +31,9 @@ class Example:
 
 
 def examples() -> list[Example]:
-    """Return every memorised example of ``answers.toml``, in file order.
+    """Return the examples of ``answers.toml``, in order.
 
-    Raises:
-        KeyError: An example ``follows`` an id that comes later or does not exist.
+    Raises KeyError where an example ``follows`` an id that is not before it.
     """
     done: dict[str, Example] = {}
     for row in tomllib.loads(ANSWERS_FILE.read_text(encoding="utf-8"))["example"]:
@@ -82,11 +75,7 @@ def image(name: str) -> Any:
 
 @functools.cache
 def clip_data_url() -> str:
-    """Return the 8-frame sample clip as vLLM's ``data:video/jpeg`` URL (JPEG frames, commas).
-
-    vLLM splits such a URL at the commas and decodes each frame with Pillow, so no video
-    codec is needed; :func:`clip_as_sent` gives the frames as vLLM decodes them.
-    """
+    """Return the 8-frame sample clip as vLLM's ``data:video/jpeg`` URL (JPEG frames, commas)."""
     from PIL import Image
 
     frames = []

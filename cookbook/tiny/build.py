@@ -1,10 +1,8 @@
 """Build the tiny checkpoint folder vLLM loads, from the shipped files; no torch needed.
 
-The folder has the layout of OpenGVLab's InternVL checkpoints (``config.json`` with
-``InternVLChatModel``, the config class as remote code, ``model.safetensors``,
-``tokenizer.json``), so vLLM runs its real InternVL code on it. It is cached under
-``$COOKBOOK_CACHE`` (default ``~/.cache/internvl-cookbook``) in ``tiny/<key>``, the key a
-hash of the shipped files and this builder, and renamed into place when complete.
+OpenGVLab's InternVL layout (``InternVLChatModel``, the config class as remote code), so vLLM
+runs its real InternVL code on it. Cached in ``tiny/<key>`` under ``$COOKBOOK_CACHE`` (default
+``~/.cache/internvl-cookbook``), the key a hash of the shipped files and this builder.
 """
 
 from __future__ import annotations
@@ -44,18 +42,10 @@ _RANDOM = "Its weights are random (seed 0): every answer is noise."
 def checkpoint(trained: bool = True, layout: str = "original") -> Path:
     """Return the folder to pass as vLLM's ``model=`` (with ``trust_remote_code=True``).
 
-    Built on first use (about a second) and cached; later calls return at once.
-
-    Args:
-        trained: True for the shipped weights that memorised ``answers.toml``; False for
-            the same model with seeded random weights (seed 0), for tests that need one.
-        layout: ``"original"`` (OpenGVLab's) or ``"hf"``: the same weights in transformers'
-            ``-hf`` layout (`cookbook.tiny.hf`), cached apart under ``tiny-hf``.
-
-    Raises:
-        FileNotFoundError: The shipped weights are missing (run ``python -m cookbook.tiny
-            train``).
-        OSError: The cache folder cannot be written.
+    Built on first use (about a second), then cached. ``trained=False``: random weights (seed
+    0). ``layout="hf"``: transformers' ``-hf`` layout (`cookbook.tiny.hf`), under ``tiny-hf``.
+    Raises ValueError (another layout), FileNotFoundError (shipped weights missing: run
+    ``python -m cookbook.tiny train``), OSError (the cache folder cannot be written).
     """
     if layout not in ("original", "hf"):
         raise ValueError(f"layout must be 'original' or 'hf', got {layout!r}")
@@ -124,9 +114,8 @@ def write(folder: Path, trained: bool, weights: Path = WEIGHTS) -> None:
 def random_weights(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, Any]:
     """Return float32 numpy initial weights for ``{name: shape}``, the same for one seed.
 
-    Norm weights are 1, biases 0, InternViT's layer scales ``ls1``/``ls2`` 0.1 (its
-    ``initializer_factor``), all else normal(0, 0.02) from a generator seeded by
-    ``(seed, crc32(name))``, so each tensor is independent of the others.
+    Norm weights 1, biases 0, InternViT's layer scales ``ls1``/``ls2`` 0.1 (``initializer_factor``),
+    all else normal(0, 0.02) seeded by ``(seed, crc32(name))``, each tensor on its own.
     """
     import numpy as np
 

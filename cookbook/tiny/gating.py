@@ -70,12 +70,9 @@ def open_engine(model: str | Path | None = None) -> Any:
 
 
 def gate(llm: Any, threshold: float = 0.95, todo: list[Example] | None = None) -> Report:
-    """Return the gate's :class:`Report` for ``llm``, an engine on a tiny checkpoint.
+    """Return the gate's :class:`Report` for ``llm``, a ``vllm.LLM`` on a tiny checkpoint.
 
-    Args:
-        llm: A ``vllm.LLM`` (see ``ENGINE_KWARGS``: it must allow 8 images a prompt).
-        threshold: Share of exact rows needed to pass.
-        todo: Examples to run (default: all of ``answers.toml``).
+    ``llm`` must allow 8 images a prompt (``ENGINE_KWARGS``); ``todo`` defaults to every example.
     """
     from pydantic import BaseModel
     from vllm import SamplingParams

@@ -1,11 +1,9 @@
 """The tiny InternVL in plain PyTorch, computing what vLLM's InternVL code computes.
 
-Written from vLLM's ``intern_vit.py`` and ``internvl.py``: InternViT (class token, patch
-convolution, position embedding; each layer ``x + proj(attn(norm1(x))) * ls1``, then
-``x + fc2(gelu(fc1(norm2(x)))) * ls2``; no final norm), drop the class token, pixel
-shuffle (``ps_version`` v2, ratio 0.5), the ``mlp1`` projector, then transformers'
-``Qwen2ForCausalLM``. Parameter names are the checkpoint's, so ``state_dict()`` is what
-vLLM loads. Weights start uninitialised: load ``build.random_weights`` or trained ones.
+Written from vLLM's ``intern_vit.py`` and ``internvl.py``: InternViT (no final norm), the class
+token dropped, pixel shuffle (``ps_version`` v2, ratio 0.5), ``mlp1``, transformers'
+``Qwen2ForCausalLM``. ``state_dict()`` has the checkpoint's names, so it is what vLLM loads.
+Weights start uninitialised: load ``build.random_weights`` or trained ones.
 """
 
 from __future__ import annotations
@@ -37,7 +35,6 @@ class MLP(nn.Module):
     """InternViT feed-forward block: ``fc2(gelu(fc1(x)))``."""
 
     def __init__(self, width: int, inner: int) -> None:
-        """Make the two linear layers."""
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(width, inner), nn.Linear(inner, width)
 
@@ -50,7 +47,6 @@ class VisionLayer(nn.Module):
     """One InternViT encoder layer: pre-norm attention and MLP, each with a layer scale."""
 
     def __init__(self, width: int, inner: int, heads: int) -> None:
-        """Make the layer's parameters."""
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(width, eps=1e-6), nn.LayerNorm(width, eps=1e-6)
         self.attn, self.mlp = Attention(width, heads), MLP(width, inner)
@@ -66,7 +62,6 @@ class Embeddings(nn.Module):
     """InternViT input: a class token, then one token a 14 px patch, plus positions."""
 
     def __init__(self, width: int, patch: int, positions: int) -> None:
-        """Make the class token, the patch convolution and the position embedding."""
         super().__init__()
         self.class_embedding = nn.Parameter(torch.empty(1, 1, width))
         self.patch_embedding = nn.Conv2d(3, width, patch, stride=patch)

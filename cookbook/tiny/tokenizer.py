@@ -29,12 +29,9 @@ def train_tokenizer(texts: list[str]) -> Any:
 
     tokenizer = tk.Tokenizer(tk.models.BPE())
     tokenizer.normalizer = tk.normalizers.NFC()
-    tokenizer.pre_tokenizer = tk.pre_tokenizers.Sequence(
-        [
-            Split(tk.Regex(_SPLIT), behavior="isolated"),
-            ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    split = Split(tk.Regex(_SPLIT), behavior="isolated")
+    byte_level = ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.pre_tokenizer = tk.pre_tokenizers.Sequence([split, byte_level])
     tokenizer.decoder = tk.decoders.ByteLevel()
     size = config.VOCAB_SIZE - len(config.SPECIAL_TOKENS)
     trainer = tk.trainers.BpeTrainer(

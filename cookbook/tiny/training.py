@@ -1,13 +1,9 @@
 """Train the tiny checkpoint to memorise ``answers.toml``, deterministically from a seed.
 
-Each example becomes the very tokens and pixels vLLM makes of it: the chat template with
-vLLM's placeholders (a line ``<image>`` before the text for each image the text does not
-name), ``<image>`` expanded to ``<img>`` + 256 ``<IMG_CONTEXT>`` a tile + ``</img>``,
-``<video>`` to ``Frame{i}: <img>`` + 256 ``<|video_pad|>`` + ``</img>`` a frame, pixels
-from vLLM's own InternVL preprocessing. The loss is on the answer tokens and
-``<|im_end|>``; the whole model is trained (AdamW, one-cycle learning rate, gradient
-clipping). Examples that send the same images form a group whose shared prompt prefix is
-run once per step, its key/value cache then shared by every question of the group.
+Each example becomes the tokens and pixels vLLM makes of it (its chat template, placeholder
+expansion and InternVL preprocessing). The loss is on the answer and ``<|im_end|>``; the whole
+model trains (AdamW, one-cycle learning rate, gradient clipping). Examples that send the same
+images form a group whose shared prompt prefix runs once a step, its KV cache shared.
 """
 
 from __future__ import annotations
@@ -49,9 +45,7 @@ def vllm_prompt(messages: list[dict[str, Any]]) -> str:
 def encode(example: Example, tokenizer: Any) -> dict[str, Any]:
     """Return ``{"ids", "answer_start", "media"}`` for one example, as vLLM would see it.
 
-    ``media`` lists ``(digest, pixels)`` in prompt order, ``pixels`` a float tensor of
-    ``(tiles, 3, 448, 448)``; its features go at the ``<IMG_CONTEXT>``/``<|video_pad|>``
-    positions of ``ids``.
+    ``media``: ``(digest, pixels (tiles, 3, 448, 448))`` in prompt order, for the placeholders.
     """
     from vllm.transformers_utils.processors.internvl import (
         image_to_pixel_values_internvl,
@@ -82,17 +76,11 @@ def encode(example: Example, tokenizer: Any) -> dict[str, Any]:
 
 
 def train(out_dir: str | Path, *, steps: int = 1500, seed: int = 0, log: Any = print) -> Path:
-    """Return ``out_dir`` after training and writing ``model.safetensors`` and ``tokenizer.json``.
+    """Train; write ``model.safetensors`` and ``tokenizer.json`` into ``out_dir``; return it.
 
-    Deterministic: the same ``seed`` and ``steps`` give the same bytes on one machine.
-    One step is one group of examples sharing their images; 1500 steps take about N
-    minutes on 2 CPU cores. Check the result with :func:`cookbook.tiny.gate`.
-
-    Args:
-        out_dir: Folder to write into (created if missing).
-        steps: Optimizer steps.
-        seed: Seed of the initial weights and of the order of the groups.
-        log: Called with a progress line now and then.
+    The same ``seed`` (initial weights, group order) and ``steps`` give the same bytes on one
+    machine. A step is one group of examples sharing their images; 1500 steps take about 15
+    minutes on 2 CPU cores (0.6 s a step). Check with `cookbook.tiny.gate`.
     """
     import torch
 
