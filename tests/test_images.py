@@ -104,6 +104,14 @@ def test_image_part_passes_urls_on_and_encodes_the_rest():
     assert images.from_data_url(local["image_url"]["url"]).getpixel((0, 0)) == (0, 0, 255)
 
 
+def test_a_local_path_travels_as_a_data_url_never_as_a_file_url(tmp_path):  # C07
+    path = tmp_path / "blue.png"
+    Image.new("RGB", (5, 5), "blue").save(path)
+    for src in (str(path), path, "cat"):
+        url = images.image_part(src, fit=False)["image_url"]["url"]
+        assert url.startswith("data:image/png;base64,") and "file:" not in url
+
+
 def test_sample_clip_is_deterministic_and_moves():
     clip = images.sample_clip(num_frames=4, size=64)
     assert clip.shape == (4, 64, 64, 3) and clip.dtype == np.uint8

@@ -131,6 +131,10 @@ def test_01_shows_both_forms_give_the_same_answer(executed):
     printed = _outputs(report)
     assert "same prompt tokens: True" in printed and "same answer: True" in printed
     assert record["results"][0]["finish_reason"] == "stop"
+    # Without stop tokens the answer runs to max_tokens, past the end of its turn.
+    assert "<|im_end|>" in printed and "finish reason: length | tokens: 40" in printed
+    greedy = next(line for line in printed.splitlines() if line.startswith("temperature 0.0:"))
+    assert len(set(ast.literal_eval(greedy.split(":", 1)[1].strip()))) == 1  # greedy: one answer
 
 
 @pytest.mark.notebook

@@ -105,6 +105,32 @@ def test_the_stop_ids_end_the_answer_on_the_server(served):
     assert result.finish_reason == "stop" and result.output_tokens < 64
 
 
+def test_a_model_whose_eos_is_not_the_turn_end_stops_on_the_servers_stop_ids(tmp_path):
+    # InternVL2/2.5 under `vllm serve`: the tokenizer's eos is not <|im_end|>, so answers run
+    # on (vLLM #7349, #7148). Here the tiny checkpoint gets an eos it never produces; only
+    # the stop ids handed to Server (its --generation-config) can end the answer.
+    import json
+    import shutil
+
+    from cookbook import tiny
+
+    folder = tmp_path / "no-turn-end-eos"
+    shutil.copytree(tiny.checkpoint(), folder)
+    for name, key in (("generation_config.json", "eos_token_id"),
+                      ("tokenizer_config.json", "eos_token")):  # fmt: skip
+        config = json.loads((folder / name).read_text())
+        config[key] = [tiny.config.ids()["<quad>"]] if key == "eos_token_id" else "<quad>"
+        (folder / name).write_text(json.dumps(config))
+    args = engine.engine_args(str(folder), "cpu")
+    end = tiny.config.ids()["<|im_end|>"]
+    with server.Server(args, stop_token_ids=[end], log_path=tmp_path / "server.log") as srv:
+        completion = srv.client().chat.completions.create(
+            model=srv.model, messages=_messages(), max_tokens=64, temperature=0
+        )
+    choice = completion.choices[0]  # no stop ids in the request: the server's own end it
+    assert choice.finish_reason == "stop" and choice.stop_reason == end
+
+
 @pytest.fixture
 def silent_port():
     """A local socket that accepts connections and never answers."""
@@ -157,7 +183,7 @@ def test_a_remote_image_that_cannot_be_fetched_is_named(served):
     assert "data URL" in str(err.value)
 
 
-def test_a_file_url_without_allowed_local_media_path_is_a_server_error(served):
+def test_a_file_url_without_allowed_local_media_path_is_a_server_error(served):  # C07
     run = served()
     url, key = run.url, run.key
     client = server.client(url, key, timeout=60, max_retries=0)

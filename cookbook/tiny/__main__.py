@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from cookbook.tiny import build, gating
-from cookbook.tiny.training import train
+from cookbook.tiny.training import STEPS, train
 
 #: Set before torch and vLLM load: a fast in-process CPU engine, quiet logs.
 ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TORCHDYNAMO_DISABLE": "1",
@@ -27,7 +27,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "through vLLM; train: retrain, gate, then replace the shipped weights",
     )
     ap.add_argument("--random", action="store_true", help="path: the random-weight checkpoint")
-    ap.add_argument("--steps", type=int, default=1500, help="train: optimizer steps")
+    ap.add_argument("--steps", type=int, default=STEPS, help="train: optimizer steps")
     ap.add_argument("--seed", type=int, default=0, help="train: seed")
 
 

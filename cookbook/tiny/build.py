@@ -19,7 +19,7 @@ from typing import Any
 from cookbook.tiny import config, hf
 
 HERE = Path(__file__).resolve().parent
-WEIGHTS = HERE / "weights"  # model.safetensors (float16) and tokenizer.json, from `train`
+WEIGHTS = HERE / "weights"  # model.safetensors (float32) and tokenizer.json, from `train`
 REMOTE_CODE = "configuration_internvl_chat.py"
 SOURCES = ("build.py", "config.py", "checkpoint.toml", REMOTE_CODE)  # in the cache key
 FILES = ("README.md", "config.json", REMOTE_CODE, "generation_config.json",
