@@ -31,7 +31,7 @@ output_type: generate_until
 doc_to_image: [image]
 doc_to_text: "{{{{question}}}}"
 doc_to_target: "{{{{answer}}}}"
-generation_kwargs: {{until: [], max_gen_toks: 32, temperature: 0}}
+generation_kwargs: {{until: [], max_gen_toks: 64, temperature: 0}}
 metric_list: [{{metric: exact_match, ignore_case: true, ignore_punctuation: true}}]
 metadata: {{version: 1}}
 """
@@ -42,7 +42,7 @@ def make_photos_task(folder: str | Path) -> Path:
     root, examples = Path(folder), tomllib.loads(ANSWERS.read_text())["example"]
     (root / "data").mkdir(parents=True, exist_ok=True)
     rows = []
-    for ex in (e for e in examples if e["id"].endswith("-what") and len(e["images"]) == 1):
+    for ex in (e for e in examples if e["id"].endswith("-describe") and len(e["images"]) == 1):
         source = images.sample_path(ex["images"][0])
         shutil.copy(source, root / "data" / source.name)
         rows.append({"file_name": source.name, "question": ex["question"], "answer": ex["answer"]})

@@ -26,7 +26,7 @@ from PIL import Image
 
 from cookbook import checks, engine, images, models, prompts, results, server, tiling
 
-QUESTION = "What is in this image?"
+QUESTION = "Describe this image in detail."
 #: The upstream tutorial's batch: three questions about one photo.
 SEED_QUESTIONS = (
     "What is the content of this image?",

@@ -27,7 +27,7 @@ def _family(pid):
     return [parent, *parent.children(recursive=True)]
 
 
-def _messages(question="What is in this image?", photos=("cat",)):
+def _messages(question="Describe this image in detail.", photos=("cat",)):
     return [prompts.user_message(question, list(photos))]
 
 

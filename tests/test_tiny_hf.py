@@ -34,7 +34,7 @@ from cookbook.tiny import build, hf
 PHOTOS = ("cat", "astronaut", "text", "clip/0")
 #: Examples run through both engines: each photo, typed placeholders (a pair), a
 #: conversation turn, grounding, OCR, and the clip as a video (at most 4 images each).
-EXAMPLES = ("cat-describe", "astronaut-what", "rocket-colors", "coffee-count",
+EXAMPLES = ("cat-describe", "astronaut-describe", "rocket-colors", "coffee-count",
             "motorcycle-describe", "pair-cat-coffee", "chat-2", "ground-cup", "ocr-page",
             "video-clip")  # fmt: skip
 LEVEL = 1 / 255 / 0.224  # one uint8 level after normalisation (the smallest std, ImageNet's)
