@@ -139,8 +139,9 @@ def check_request(messages: Sequence[dict[str, Any]], args: dict[str, Any], max_
     if tokens + max_tokens > budget:
         several_tiles = tokens > tiling.TOKENS_PER_TILE * (len(sizes) + frames)
         fewer_tiles = f"lower max_dynamic_patch (now {patch}; 1 makes each image 256 tokens), "
+        what = f"{len(sizes)} image(s)" + (f" and {frames} video frame(s)" if frames else "")
         raise ValueError(
-            f"{len(sizes)} image(s) and {frames} video frame(s) take {tokens} tokens; with "
+            f"{what} take {tokens} tokens; with "
             f"max_tokens={max_tokens} that is {tokens + max_tokens} > max_model_len={budget}, "
             f"before any text. Send fewer images or frames, {fewer_tiles if several_tiles else ''}"
             "lower max_tokens, or raise max_model_len"

@@ -30,15 +30,12 @@ def test_the_block_answers_the_trained_question(tmp_path):
 
     script = tmp_path / "describe.py"
     script.write_text(_plain_vllm_block())
-    # The environment the README names for a CPU, plus the two start-up settings the
-    # notebooks use on a CPU (they change how fast the engine starts, not what it answers).
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "TORCHDYNAMO_DISABLE": "1",
-        "VLLM_LOGGING_LEVEL": "ERROR",
-    }
+    # The environment of the README's CPU command line, as printed there, and quiet logs.
+    line = r"`((?:[A-Z0-9_]+=\S+ )+)env/with-stack python describe.py"
+    command = re.search(line, README.read_text())
+    settings = dict(pair.split("=", 1) for pair in command.group(1).split())
+    assert settings["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    env = {**os.environ, **settings, "VLLM_LOGGING_LEVEL": "ERROR"}
     done = subprocess.run(
         [sys.executable, str(script), str(tiny.checkpoint()), str(images.sample_path("cat"))],
         capture_output=True,
