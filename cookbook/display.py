@@ -75,8 +75,13 @@ def frame_strip(frames: Any, height: int = 112) -> Image.Image:
 
 
 def draw_boxes(img: Image.Image, boxes: Sequence[Mapping[str, Any]]) -> Image.Image:
-    """Return a copy of ``img`` with each ``{"label", "box": [x1, y1, x2, y2]}`` (pixels) drawn."""
+    """Return a copy of ``img`` with each ``{"label", "box": [x1, y1, x2, y2]}`` (pixels) drawn.
+
+    The copy drops an embedded ICC profile (skimage's rocket.jpg has one), so a viewer shows
+    the box colours as drawn and the photo as the model's raw pixels.
+    """
     out = img.copy()
+    out.info.pop("icc_profile", None)
     draw = ImageDraw.Draw(out)
     for i, box in enumerate(boxes):
         color = _COLORS[i % len(_COLORS)]

@@ -118,3 +118,16 @@ def test_sample_clip_is_deterministic_and_moves():
     assert np.array_equal(clip, images.sample_clip(num_frames=4, size=64))
     red = [np.argwhere(frame[..., 1] < 100)[:, 1].mean() for frame in clip]  # the ball's column
     assert red == sorted(red) and red[0] < red[-1]
+
+
+def test_drawn_boxes_keep_their_colour_on_a_photo_with_a_colour_profile():
+    from cookbook import display
+
+    photo = images.load_image("rocket")
+    assert photo.info.get("icc_profile")  # the sample this guards: a JPEG with a profile
+    drawn = display.draw_boxes(photo, [{"label": "the rocket", "box": [10, 10, 100, 100]}])
+    buf = io.BytesIO()
+    drawn.save(buf, "PNG")
+    again = Image.open(buf)
+    assert "icc_profile" not in again.info and photo.info.get("icc_profile")
+    assert again.getpixel((10, 50)) == (0xE6, 0x19, 0x4B)

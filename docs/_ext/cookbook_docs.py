@@ -24,6 +24,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
@@ -165,7 +166,10 @@ def result_block(record: dict[str, Any] | None, folder: Path) -> str:
         body = f'<pre class="cookbook-answer">{shown}</pre>' if shown else "No answer recorded."
         return f'**What this page shows**\n\n<div class="cookbook-result">{body}</div>\n'
     first, pictures = found[0], ""
-    photos = [images.load_image(n) for n in first.get("images", [])[:2]]
+    photos = [  # notebook 09 records its generated clip as "clip": show its middle frame
+        Image.fromarray(images.sample_clip()[4]) if n == "clip" else images.load_image(n)
+        for n in first.get("images", [])[:2]
+    ]
     same = [r for r in found if r.get("images") == first.get("images")]
     boxes = [b for r in same for b in r.get("extra", {}).get("boxes", [])]
     for photo in [display.draw_boxes(photos[0], boxes)] if boxes and photos else photos:
