@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PROFILE ?= $(or $(COOKBOOK_STACK_PROFILE),paired)
 RUN := COOKBOOK_STACK_PROFILE=$(PROFILE) env/with-stack
 
-.PHONY: stack demo test unit notebooks lint lint-ci docs browser-test lab clean
+.PHONY: stack demo test suite site unit notebooks lint lint-ci docs browser-test lab clean
 
 stack:            ## build or reuse the CPU stack; prints its path
 	COOKBOOK_STACK_PROFILE=$(PROFILE) bash env/setup-cpu-stack.sh
@@ -13,11 +13,18 @@ demo:             ## the main job: notebook 01 on the tiny checkpoint, answer pr
 	$(RUN) python -m cookbook demo
 
 # The whole suite, as CI runs it: lint; every notebook through the runner (report printed);
-# the tests (the notebook tests read the runner's fresh outputs instead of running them
-# again); the docs site from those executed notebooks; the browser tests.
+# then, side by side (two jobs; each one's output printed whole when it ends), the tests
+# (the notebook tests read the runner's fresh outputs instead of running them again) and the
+# docs site from those executed notebooks with its browser tests.
 test: lint lint-ci
 	$(RUN) python -m cookbook run-notebooks --profile cpu --out build/notebooks --jobs 2
-	COOKBOOK_EXECUTED_NOTEBOOKS=build/notebooks $(RUN) python -m pytest -q -m "not browser"
+	$(MAKE) -j2 --output-sync=target suite site
+
+suite:            ## the tests but the browser ones; the notebook tests read build/notebooks
+	COOKBOOK_EXECUTED_NOTEBOOKS=build/notebooks $(RUN) python -m pytest -q -m "not browser" \
+	  --durations 10
+
+site:             ## the docs site from build/notebooks, then its browser tests
 	COOKBOOK_DOCS_REQUIRE_EXECUTED=1 $(MAKE) docs
 	$(MAKE) browser-test
 
