@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PROFILE ?= $(or $(COOKBOOK_STACK_PROFILE),paired)
 RUN := COOKBOOK_STACK_PROFILE=$(PROFILE) env/with-stack
 
-.PHONY: stack demo test suite site unit notebooks lint lint-ci docs browser-test lab clean
+.PHONY: stack demo test suite server-tests site unit notebooks lint lint-ci docs browser-test lab clean
 
 stack:            ## build or reuse the CPU stack; prints its path
 	COOKBOOK_STACK_PROFILE=$(PROFILE) bash env/setup-cpu-stack.sh
@@ -13,16 +13,19 @@ demo:             ## the main job: notebook 01 on the tiny checkpoint, answer pr
 	$(RUN) python -m cookbook demo
 
 # The whole suite, as CI runs it: lint; every notebook through the runner (report printed);
-# then, side by side (two jobs; each one's output printed whole when it ends), the tests
-# (the notebook tests read the runner's fresh outputs instead of running them again) and the
-# docs site from those executed notebooks with its browser tests.
+# then three jobs, two at a time (each one's output printed whole when it ends): the tests
+# (the notebook tests read the runner's fresh outputs instead of running them again), the
+# server tests, and the docs site from the executed notebooks with its browser tests.
 test: lint lint-ci
 	$(RUN) python -m cookbook run-notebooks --profile cpu --out build/notebooks --jobs 2
-	$(MAKE) -j2 --output-sync=target suite site
+	$(MAKE) -j2 --output-sync=target suite server-tests site
 
-suite:            ## the tests but the browser ones; the notebook tests read build/notebooks
-	COOKBOOK_EXECUTED_NOTEBOOKS=build/notebooks $(RUN) python -m pytest -q -m "not browser" \
-	  --durations 10
+suite:            ## the tests but the server and browser ones; notebook tests read build/notebooks
+	COOKBOOK_EXECUTED_NOTEBOOKS=build/notebooks $(RUN) python -m pytest -q \
+	  -m "not server and not browser" --durations 5
+
+server-tests:     ## the tests that start vLLM servers (one shared, a few of their own)
+	$(RUN) python -m pytest -q -m "server and not browser" --durations 5
 
 site:             ## the docs site from build/notebooks, then its browser tests
 	COOKBOOK_DOCS_REQUIRE_EXECUTED=1 $(MAKE) docs

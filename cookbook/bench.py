@@ -395,7 +395,7 @@ t1 = time.perf_counter()
 llm = LLM(**json.loads(sys.argv[1]))
 t2 = time.perf_counter()
 stop = prompts.stop_token_ids(llm.get_tokenizer())
-llm.chat([prompts.user_message("What is in this image?", ["cat"])],
+llm.chat([prompts.user_message("Describe this image in detail.", ["cat"])],
          SamplingParams(max_tokens=32, temperature=0, stop_token_ids=stop), use_tqdm=False)
 t3, decode = time.perf_counter(), []
 for _ in range(2):
