@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -456,7 +457,8 @@ def serve_cli(base_url: str, model: str, clients: int, requests: int = 8, tokens
 def serve_bench(srv: Any, clients: Sequence[int] = (1, 4), tokens: int = 32) -> dict:
     """Return ``vllm bench serve`` (`serve_cli`) on a running `server.Server`, a level a count.
 
-    Also the server's own ``/metrics`` histograms after the runs (`prometheus`).
+    Also the server's own ``/metrics`` histograms after the runs (`prometheus`). A key the
+    server requires is read from ``$OPENAI_API_KEY``, as ``vllm bench serve`` reads it.
     """
     from vllm.benchmarks import serve
 
@@ -464,7 +466,9 @@ def serve_bench(srv: Any, clients: Sequence[int] = (1, 4), tokens: int = 32) -> 
     serve.add_cli_args(ap)
     keys = ("request_throughput", "output_throughput", "median_ttft_ms", "median_tpot_ms")
     for k in clients:
-        found = serve.main(ap.parse_args(serve_cli(srv.base_url, srv.model, k, tokens=tokens)))
+        cli = ap.parse_args(serve_cli(srv.base_url, srv.model, k, tokens=tokens))
+        with ThreadPoolExecutor(1) as pool:  # serve.main calls asyncio.run: not in a kernel's loop
+            found = pool.submit(serve.main, cli).result()
         levels[k] = {key: found[key] for key in keys}
     one, more = levels[min(levels)]["request_throughput"], [k for k in levels if k > min(levels)]
     ratios = {f"serve.clients.{k}": ratio([levels[k]["request_throughput"]], [one]) for k in more}

@@ -202,6 +202,27 @@ def test_a_file_url_without_allowed_local_media_path_is_a_server_error(served): 
     assert err.value.status_code == 500
 
 
+def test_vllm_bench_serve_runs_inside_a_running_event_loop(served, monkeypatch):
+    """Notebook 05 calls `bench.serve_bench` from a Jupyter kernel, whose event loop runs."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from cookbook import bench
+
+    run = served()
+    monkeypatch.setenv("OPENAI_API_KEY", run.key)
+    target = SimpleNamespace(base_url=run.url, model=server.models(run.url, run.key)[0])
+
+    async def in_a_kernel():
+        return bench.serve_bench(target, clients=(1, 2), tokens=8)
+
+    found = asyncio.run(in_a_kernel())
+    assert sorted(found["levels"]) == [1, 2]
+    assert all(level["request_throughput"] > 0 for level in found["levels"].values())
+    assert list(found["ratios"]) == ["serve.clients.2"]
+    assert found["prometheus"]["vllm:e2e_request_latency_seconds"] > 0
+
+
 def test_ctrl_c_stops_the_server_and_every_process_it_started(served):
     run = served()
     proc, url, out = run.proc, run.url, run.out
