@@ -21,6 +21,8 @@ from PIL import Image, ImageOps
 
 SAMPLES_FILE = Path(__file__).with_name("samples.toml")
 
+#: zlib level of PNG data URLs (Pillow's default is 6): encoding is the client's main cost.
+PNG_COMPRESS_LEVEL = 1
 #: What vLLM's server and ``LLM.chat`` decode from a data URL, by MIME type (Pillow format).
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^,;]*)*),(?P<data>.*)", re.S)
@@ -114,9 +116,12 @@ def _decode(data: bytes, source: str) -> Image.Image:
 
 
 def to_data_url(img: Image.Image, fmt: str = "PNG") -> str:
-    """Return ``img`` as a ``data:image/<fmt>;base64,...`` URL (PNG: lossless, the exact pixels)."""
+    """Return ``img`` as a ``data:image/<fmt>;base64,...`` URL (PNG: lossless, the exact pixels).
+
+    PNG at `PNG_COMPRESS_LEVEL`: Pillow's default level 6 takes 3x as long for 6-8% fewer bytes.
+    """
     buffer = io.BytesIO()
-    to_rgb(img).save(buffer, format=fmt)
+    to_rgb(img).save(buffer, format=fmt, compress_level=PNG_COMPRESS_LEVEL)  # PNG reads it
     return f"data:{_MIME[fmt]};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 

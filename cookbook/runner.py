@@ -236,15 +236,9 @@ def add_arguments(ap: Any) -> None:
     ap.add_argument("--only", nargs="*", default=(), help="notebook names or prefixes")
     ap.add_argument("--out", default="build/notebooks", help="output folder")
     ap.add_argument("--jobs", type=int, default=1, help="notebooks run at once")
-    ap.add_argument(
-        "-p",
-        "--parameter",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="inject a parameter into every notebook (VALUE read as JSON where it parses)",
-    )
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                    metavar=("NAME", "VALUE"), help="inject a parameter into every notebook "
+                    "(VALUE read as JSON where it parses)")  # fmt: skip
 
 
 def run_from_args(args: Any) -> int:
@@ -255,12 +249,6 @@ def run_from_args(args: Any) -> int:
             overrides[name] = json.loads(value)
         except json.JSONDecodeError:
             overrides[name] = value
-    reports = run_notebooks(
-        args.profile,
-        only=args.only,
-        out_dir=args.out,
-        model=args.model,
-        overrides=overrides,
-        jobs=args.jobs,
-    )
+    reports = run_notebooks(args.profile, only=args.only, out_dir=args.out, model=args.model,
+                            overrides=overrides, jobs=args.jobs)  # fmt: skip
     return 1 if any(r.status == "failed" for r in reports) else 0
