@@ -63,6 +63,13 @@ def test_no_outputs_in_git_and_the_generic_kernel(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_every_cell_has_its_own_id(name):
+    """nbformat 4.5 ids: missing or repeated ones are "corrected" with a warning on every read."""
+    ids = [c.get("id") for c in _load(name)["cells"]]
+    assert all(ids) and len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_one_parameters_cell_of_typed_literals_with_help(name):
     import papermill
 
