@@ -396,7 +396,7 @@ t1 = time.perf_counter()
 llm = LLM(**json.loads(sys.argv[1]))
 t2 = time.perf_counter()
 stop = prompts.stop_token_ids(llm.get_tokenizer())
-llm.chat([prompts.user_message("Describe this image in detail.", ["cat"])],
+llm.chat([prompts.user_message(sys.argv[2], ["cat"])],
          SamplingParams(max_tokens=32, temperature=0, stop_token_ids=stop), use_tqdm=False)
 t3, decode = time.perf_counter(), []
 for _ in range(2):
@@ -422,7 +422,7 @@ def startup(configs: Mapping[str, tuple[dict, dict]], rounds: int = 1) -> dict:
     def side(name: str) -> Callable[[], float]:
         def run() -> float:
             args, env = configs[name]
-            command = [sys.executable, "-c", _CHILD, json.dumps(args)]
+            command = [sys.executable, "-c", _CHILD, json.dumps(args), QUESTION]
             proc = subprocess.run(command, env={**base, **env}, capture_output=True, text=True)
             lines = [x for x in proc.stdout.splitlines() if x.startswith("BENCH ")]
             if not lines:
@@ -465,11 +465,11 @@ def serve_bench(srv: Any, clients: Sequence[int] = (1, 4), tokens: int = 32) -> 
     ap, levels = argparse.ArgumentParser(), {}
     serve.add_cli_args(ap)
     keys = ("request_throughput", "output_throughput", "median_ttft_ms", "median_tpot_ms")
-    for k in clients:
-        cli = ap.parse_args(serve_cli(srv.base_url, srv.model, k, tokens=tokens))
-        with ThreadPoolExecutor(1) as pool:  # serve.main calls asyncio.run: not in a kernel's loop
+    with ThreadPoolExecutor(1) as pool:  # serve.main calls asyncio.run: not in a kernel's loop
+        for k in clients:
+            cli = ap.parse_args(serve_cli(srv.base_url, srv.model, k, tokens=tokens))
             found = pool.submit(serve.main, cli).result()
-        levels[k] = {key: found[key] for key in keys}
+            levels[k] = {key: found[key] for key in keys}
     one, more = levels[min(levels)]["request_throughput"], [k for k in levels if k > min(levels)]
     ratios = {f"serve.clients.{k}": ratio([levels[k]["request_throughput"]], [one]) for k in more}
     return {"levels": levels, "ratios": ratios, "prometheus": prometheus(srv.base_url)}

@@ -15,10 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cookbook.tiling import TOKENS_PER_TILE
 from cookbook.tiny import build, config
 from cookbook.tiny.answers import Example, clip_as_sent, examples
 
-TILE_TOKENS = 256  # (448 // 14) ** 2 * 0.5 ** 2
 STEPS, MAX_LR = 1800, 3e-3  # optimizer steps, peak learning rate of the one-cycle schedule
 
 
@@ -60,12 +60,12 @@ def encode(example: Example, tokenizer: Any) -> dict[str, Any]:
                 pixels = image_to_pixel_values_internvl(
                     part["image_pil"], input_size=448, min_num=1, max_num=12, use_thumbnail=True
                 )
-                pieces.append("<img>" + "<IMG_CONTEXT>" * TILE_TOKENS * len(pixels) + "</img>")
+                pieces.append("<img>" + "<IMG_CONTEXT>" * TOKENS_PER_TILE * len(pixels) + "</img>")
             elif part["type"] == "video_url":
                 pixels = video_to_pixel_values_internvl(
                     clip_as_sent(), input_size=448, min_num=1, max_num=1, use_thumbnail=False
                 )
-                frame = "<img>" + "<|video_pad|>" * TILE_TOKENS + "</img>"
+                frame = "<img>" + "<|video_pad|>" * TOKENS_PER_TILE + "</img>"
                 pieces.append("".join(f"Frame{i + 1}: {frame}" for i in range(len(pixels))))
             else:
                 continue
